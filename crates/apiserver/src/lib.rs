@@ -1,0 +1,1 @@
+//! Gantry's Kubernetes-compatible API server: HTTPS, authentication, admission and the REST verbs over the store.
