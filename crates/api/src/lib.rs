@@ -1,8 +1,18 @@
 //! Gantry's model of the Kubernetes API, shared by every component that
-//! speaks it: which resources exist and how they are addressed
-//! ([`registry`]). Types come from `k8s-openapi`; this crate adds the
-//! knowledge the API server needs on top of them.
+//! speaks it. Object schemas come from `k8s-openapi`; this crate adds what a
+//! server needs on top of them: which resources exist and how they are
+//! addressed ([`registry`]), errors as `Status` objects ([`status`]),
+//! defaulting and validation, the three patch formats, server-side tables,
+//! and the discovery and OpenAPI documents clients download.
 
+pub mod defaulting;
+pub mod discovery;
+pub mod openapi;
+pub mod patch;
 pub mod registry;
+pub mod status;
+pub mod table;
+pub mod validation;
 
 pub use registry::{GroupVersion, ResourceInfo, Subresource};
+pub use status::{ApiError, Cause, Reason};
