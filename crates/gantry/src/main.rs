@@ -1,4 +1,12 @@
 //! The `gantry` command: every Gantry component behind one binary.
+//!
+//! Each area owns one module under `commands/` with its own clap subcommand
+//! enum, flattened here, so the CLI reads like Docker's (`gantry run`,
+//! `gantry images`) with the cluster commands beside it (`gantry server`).
+
+mod commands;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -6,12 +14,28 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "gantry", version, about)]
 struct Cli {
+    /// Where Gantry keeps its state (images, containers, the cluster store).
+    #[arg(long, global = true, env = "GANTRY_ROOT", default_value = "/var/lib/gantry")]
+    root: PathBuf,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    #[command(flatten)]
+    Cluster(commands::cluster::ClusterCommand),
+    #[command(flatten)]
+    Image(commands::image::ImageCommand),
+    #[command(flatten)]
+    Container(commands::container::ContainerCommand),
+}
+
+/// Options every command handler receives.
+pub struct GlobalOptions {
+    pub root: PathBuf,
+}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -21,5 +45,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    let global = GlobalOptions { root: cli.root };
+    match cli.command {
+        Command::Cluster(cmd) => cmd.run(&global),
+        Command::Image(cmd) => cmd.run(&global),
+        Command::Container(cmd) => cmd.run(&global),
+    }
 }
