@@ -1,0 +1,95 @@
+//! `gantry import`: a root filesystem directory becomes a one-layer image.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::digest::{HashingWriter, ImageId};
+use crate::error::{ImageError, Result};
+use crate::manifest::{Descriptor, Manifest, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Platform};
+use crate::store::{ImageStore, tag_name};
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The container defaults an imported image gets (Docker's `import --change`).
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Default command; `/bin/sh` when empty and the tree has one.
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    /// Extra `KEY=value` variables (PATH is always set).
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    /// Becomes the history comment, like `docker import --message`.
+    pub message: Option<String>,
+}
+
+impl ImageStore {
+    /// Packs `rootfs` into an uncompressed layer and tags the result `name`.
+    pub fn import(&self, rootfs: &Path, name: &str, options: &ImportOptions) -> Result<ImageId> {
+        let tag = tag_name(name)?;
+        if !rootfs.is_dir() {
+            return Err(ImageError::NotFound(format!("directory {}", rootfs.display())));
+        }
+        let _lease = self.lease()?;
+        let temp = self.blobs.new_temp()?;
+        let mut builder = tar::Builder::new(HashingWriter::new(std::io::BufWriter::new(temp)));
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(".", rootfs)
+            .and_then(|()| builder.finish())
+            .map_err(ImageError::io(format!("archiving {}", rootfs.display())))?;
+        let writer = builder.into_inner().map_err(ImageError::io("archiving the root filesystem"))?;
+        let (buffered, diff_id, size) = writer.finish();
+        let temp = buffered.into_inner().map_err(|e| ImageError::Io {
+            context: "writing the layer".into(),
+            source: e.into_error(),
+        })?;
+        self.blobs.commit(temp, &diff_id)?;
+
+        let created = jiff::Timestamp::now().to_string();
+        let mut env = vec![DEFAULT_PATH.to_owned()];
+        env.extend(options.env.iter().cloned());
+        let cmd = if options.cmd.is_empty() && options.entrypoint.is_empty() && rootfs.join("bin/sh").exists() {
+            vec!["/bin/sh".to_owned()]
+        } else {
+            options.cmd.clone()
+        };
+        let mut container_config = json!({ "Env": env });
+        let settings = [
+            ("Cmd", (!cmd.is_empty()).then(|| json!(cmd))),
+            ("Entrypoint", (!options.entrypoint.is_empty()).then(|| json!(options.entrypoint))),
+            ("WorkingDir", options.working_dir.as_ref().map(|w| json!(w))),
+            ("User", options.user.as_ref().map(|u| json!(u))),
+        ];
+        for (key, value) in settings {
+            if let Some(value) = value {
+                container_config[key] = value;
+            }
+        }
+        let host = Platform::host();
+        let config = json!({
+            "created": created,
+            "architecture": host.architecture,
+            "os": host.os,
+            "config": container_config,
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+            "history": [{
+                "created": created,
+                "created_by": format!("gantry import {}", rootfs.display()),
+                "comment": options.message.clone().unwrap_or_else(|| "Imported from a directory".into()),
+            }],
+        });
+        let config_bytes = serde_json::to_vec(&config).map_err(ImageError::json("encoding image config"))?;
+        let config_digest = self.blobs.put(&config_bytes)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: Descriptor::new(OCI_CONFIG, config_digest, config_bytes.len() as u64),
+            layers: vec![Descriptor::new(OCI_LAYER, diff_id, size)],
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(ImageError::json("encoding manifest"))?;
+        self.register(&manifest_bytes, &[tag], None)
+    }
+}
