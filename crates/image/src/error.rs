@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The user typed a reference Docker would also refuse.
-    #[error("invalid reference format {reference:?}: {reason}")]
+    #[error("invalid reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
 
     /// A digest string that is not `sha256:` followed by 64 lowercase hex digits.

@@ -51,7 +51,7 @@ impl ImageStore {
         let created = jiff::Timestamp::now().to_string();
         let mut env = vec![DEFAULT_PATH.to_owned()];
         env.extend(options.env.iter().cloned());
-        let cmd = if options.cmd.is_empty() && options.entrypoint.is_empty() && rootfs.join("bin/sh").exists() {
+        let cmd = if options.cmd.is_empty() && options.entrypoint.is_empty() && std::fs::symlink_metadata(rootfs.join("bin/sh")).is_ok() {
             vec!["/bin/sh".to_owned()]
         } else {
             options.cmd.clone()

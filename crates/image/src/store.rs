@@ -367,3 +367,10 @@ pub fn repository_and_tag(familiar_name: &str) -> (String, String) {
     let (name, tag) = split_tag(familiar_name);
     (name.to_owned(), tag.to_owned())
 }
+
+impl ImageStore {
+    /// Size of a stored blob, e.g. a manifest after a push.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        self.blobs.size(digest)
+    }
+}
