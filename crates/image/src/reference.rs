@@ -23,16 +23,14 @@ pub struct ImageReference {
 impl ImageReference {
     /// Parses a reference such as `busybox`, `localhost:5000/x/y:tag` or `name@sha256:…`.
     pub fn parse(text: &str) -> Result<ImageReference, ImageError> {
-        let name = text.split(['@', ':']).next().unwrap_or(text);
-        if name.chars().any(|c| c.is_ascii_uppercase()) && !text.contains('/') {
-            return Err(ImageError::InvalidReference {
-                reference: text.to_owned(),
-                reason: "repository name must be lowercase".into(),
-            });
-        }
-        let inner = Reference::try_from(text).map_err(|error| ImageError::InvalidReference {
-            reference: text.to_owned(),
-            reason: error.to_string(),
+        let inner = Reference::try_from(text).map_err(|error| {
+            let name = text.split(['@', ':']).next().unwrap_or(text);
+            let reason = if name.chars().any(|c| c.is_ascii_uppercase()) {
+                "repository name must be lowercase".to_owned()
+            } else {
+                error.to_string()
+            };
+            ImageError::InvalidReference { reference: text.to_owned(), reason }
         })?;
         if let Some(digest) = inner.digest() {
             Digest::parse(digest)?;
