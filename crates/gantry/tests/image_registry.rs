@@ -19,7 +19,11 @@ struct Registry {
 impl Registry {
     fn start() -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -36,7 +40,11 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry is installed (apt-get install docker-registry)");
-        let registry = Registry { child, port, _dir: dir };
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
         registry.wait_ready();
         registry
     }
@@ -44,7 +52,11 @@ impl Registry {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start listening on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start listening on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -67,7 +79,9 @@ struct Gantry {
 
 impl Gantry {
     fn new() -> Gantry {
-        Gantry { root: tempfile::tempdir().unwrap() }
+        Gantry {
+            root: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -107,7 +121,10 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
 }
 
 fn field_after<'a>(text: &'a str, marker: &str) -> &'a str {
-    let start = text.find(marker).unwrap_or_else(|| panic!("{marker:?} not in {text:?}")) + marker.len();
+    let start = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} not in {text:?}"))
+        + marker.len();
     text[start..].split_whitespace().next().unwrap()
 }
 
@@ -117,7 +134,10 @@ fn push_remove_and_pull_back_gives_the_same_image() {
     let gantry = Gantry::new();
     let name = format!("{}/test/busybox:v1", registry.host());
     let rootfs = busybox_rootfs(gantry.root.path());
-    let id = gantry.ok(&["import", rootfs.to_str().unwrap(), &name]).trim().to_owned();
+    let id = gantry
+        .ok(&["import", rootfs.to_str().unwrap(), &name])
+        .trim()
+        .to_owned();
 
     let pushed = gantry.ok(&["push", &name]);
     let digest = field_after(&pushed, "digest: ").to_owned();
@@ -139,10 +159,18 @@ fn push_remove_and_pull_back_gives_the_same_image() {
     assert_eq!(columns[1], "v1");
     assert_eq!(columns[2], &id["sha256:".len().."sha256:".len() + 12]);
 
-    let inspect: serde_json::Value = serde_json::from_str(&gantry.ok(&["image", "inspect", &name])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&gantry.ok(&["image", "inspect", &name])).unwrap();
     assert_eq!(inspect[0]["Id"], id.as_str());
     let pinned = format!("{}/test/busybox@{digest}", registry.host());
-    assert!(inspect[0]["RepoDigests"].as_array().unwrap().iter().any(|d| d == pinned.as_str()), "{inspect}");
+    assert!(
+        inspect[0]["RepoDigests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == pinned.as_str()),
+        "{inspect}"
+    );
 
     // Pulling again is a no-op download: every blob is already there.
     assert!(gantry.ok(&["pull", &name]).contains("Already exists"));
@@ -157,7 +185,10 @@ fn pulling_an_unknown_image_says_so_plainly() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("pull access denied / manifest unknown for {}/nope:latest", registry.host())),
+        stderr.contains(&format!(
+            "pull access denied / manifest unknown for {}/nope:latest",
+            registry.host()
+        )),
         "{stderr}"
     );
 }

@@ -11,7 +11,10 @@ use crate::db::ImageRecord;
 use crate::digest::{Digest, ImageId};
 use crate::error::{ImageError, Result};
 use crate::layer::{Compression, confined_path, open_layer};
-use crate::manifest::{Descriptor, Document, Index, Manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST, Platform};
+use crate::manifest::{
+    Descriptor, Document, Index, Manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP,
+    OCI_MANIFEST, Platform,
+};
 use crate::reference::{ImageReference, familiar, split_tag};
 use crate::store::ImageStore;
 
@@ -52,7 +55,8 @@ impl ImageStore {
     /// Loads every image of a docker-archive or OCI-layout tarball (optionally gzip/zstd compressed).
     pub fn load(&self, input: impl Read) -> Result<Vec<LoadedImage>> {
         let _lease = self.lease()?;
-        let staging = tempfile::tempdir_in(self.blobs.tmp_dir()).map_err(ImageError::io("creating a staging directory"))?;
+        let staging = tempfile::tempdir_in(self.blobs.tmp_dir())
+            .map_err(ImageError::io("creating a staging directory"))?;
         extract_archive(input, staging.path())?;
         let dir = staging.path();
         if dir.join("manifest.json").is_file() {
@@ -60,7 +64,9 @@ impl ImageStore {
         } else if dir.join("index.json").is_file() {
             self.load_oci_layout(dir)
         } else {
-            Err(ImageError::InvalidContent("the archive has neither manifest.json nor index.json".into()))
+            Err(ImageError::InvalidContent(
+                "the archive has neither manifest.json nor index.json".into(),
+            ))
         }
     }
 
@@ -73,14 +79,21 @@ impl ImageStore {
             let config_digest = self.blobs.put(&config_bytes)?;
             let mut layers = Vec::new();
             for layer in &entry.layers {
-                let mut file = File::open(archive_path(dir, layer)?).map_err(ImageError::io(format!("reading {layer}")))?;
-                let media_type = match Compression::sniff(&mut file).map_err(ImageError::io(format!("reading {layer}")))? {
+                let mut file = File::open(archive_path(dir, layer)?)
+                    .map_err(ImageError::io(format!("reading {layer}")))?;
+                let media_type = match Compression::sniff(&mut file)
+                    .map_err(ImageError::io(format!("reading {layer}")))?
+                {
                     Compression::None => OCI_LAYER,
                     Compression::Gzip => OCI_LAYER_GZIP,
                     Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
                 };
                 let digest = self.blobs.put_verified(&mut BufReader::new(file), None)?;
-                layers.push(Descriptor::new(media_type, digest.clone(), self.blobs.size(&digest)?));
+                layers.push(Descriptor::new(
+                    media_type,
+                    digest.clone(),
+                    self.blobs.size(&digest)?,
+                ));
             }
             let manifest = Manifest {
                 schema_version: 2,
@@ -89,10 +102,17 @@ impl ImageStore {
                 layers,
             };
             let tags = entry.repo_tags.unwrap_or_default();
-            let full_tags = tags.iter().map(|t| crate::store::tag_name(t)).collect::<Result<Vec<_>>>()?;
-            let bytes = serde_json::to_vec(&manifest).map_err(ImageError::json("encoding manifest"))?;
+            let full_tags = tags
+                .iter()
+                .map(|t| crate::store::tag_name(t))
+                .collect::<Result<Vec<_>>>()?;
+            let bytes =
+                serde_json::to_vec(&manifest).map_err(ImageError::json("encoding manifest"))?;
             let id = self.register(&bytes, &full_tags, None)?;
-            loaded.push(LoadedImage { id, tags: full_tags.iter().map(|t| familiar(t)).collect() });
+            loaded.push(LoadedImage {
+                id,
+                tags: full_tags.iter().map(|t| familiar(t)).collect(),
+            });
         }
         Ok(loaded)
     }
@@ -106,7 +126,11 @@ impl ImageStore {
                 .annotations
                 .get(CONTAINERD_NAME)
                 .or_else(|| descriptor.annotations.get(OCI_REF_NAME))
-                .and_then(|n| ImageReference::parse(n).ok().filter(|_| n.contains([':', '/'])))
+                .and_then(|n| {
+                    ImageReference::parse(n)
+                        .ok()
+                        .filter(|_| n.contains([':', '/']))
+                })
                 .and_then(|r| r.tagged_name());
             let mut bytes = self.import_layout_blob(dir, &descriptor.digest)?;
             if let Document::Index(nested) = Document::parse(&bytes)? {
@@ -114,7 +138,9 @@ impl ImageStore {
                 bytes = self.import_layout_blob(dir, &chosen.digest)?;
             }
             let Document::Image { manifest, .. } = Document::parse(&bytes)? else {
-                return Err(ImageError::InvalidContent("nested image indexes are not supported".into()));
+                return Err(ImageError::InvalidContent(
+                    "nested image indexes are not supported".into(),
+                ));
             };
             self.import_layout_blob(dir, &manifest.config.digest)?;
             for layer in &manifest.layers {
@@ -122,7 +148,10 @@ impl ImageStore {
             }
             let tags: Vec<String> = name.into_iter().collect();
             let id = self.register(&bytes, &tags, None)?;
-            loaded.push(LoadedImage { id, tags: tags.iter().map(|t| familiar(t)).collect() });
+            loaded.push(LoadedImage {
+                id,
+                tags: tags.iter().map(|t| familiar(t)).collect(),
+            });
         }
         Ok(loaded)
     }
@@ -131,17 +160,32 @@ impl ImageStore {
     /// when small enough to be a manifest.
     fn import_layout_blob(&self, dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
         let path = dir.join("blobs").join("sha256").join(digest.hex());
-        let file = File::open(&path).map_err(ImageError::io(format!("reading blob {digest} from the archive")))?;
-        self.blobs.put_verified(&mut BufReader::new(file), Some(digest))?;
-        if self.blobs.size(digest)? <= 4 * 1024 * 1024 { self.blobs.read(digest) } else { Ok(Vec::new()) }
+        let file = File::open(&path).map_err(ImageError::io(format!(
+            "reading blob {digest} from the archive"
+        )))?;
+        self.blobs
+            .put_verified(&mut BufReader::new(file), Some(digest))?;
+        if self.blobs.size(digest)? <= 4 * 1024 * 1024 {
+            self.blobs.read(digest)
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     /// Writes the named images (by name or ID) into one tarball.
-    pub fn save(&self, references: &[String], format: ArchiveFormat, output: impl Write) -> Result<()> {
+    pub fn save(
+        &self,
+        references: &[String],
+        format: ArchiveFormat,
+        output: impl Write,
+    ) -> Result<()> {
         let mut selected: Vec<(ImageRecord, Vec<String>)> = Vec::new();
         for reference in references {
             let record = self.record(reference)?;
-            let tags = match ImageReference::parse(reference).ok().and_then(|r| r.tagged_name()) {
+            let tags = match ImageReference::parse(reference)
+                .ok()
+                .and_then(|r| r.tagged_name())
+            {
                 Some(tag) if record.repo_tags.contains(&tag) => vec![tag],
                 _ => record.repo_tags.iter().cloned().collect(),
             };
@@ -155,11 +199,19 @@ impl ImageStore {
             ArchiveFormat::DockerArchive => self.write_docker_archive(&mut builder, &selected)?,
             ArchiveFormat::OciArchive => self.write_oci_layout(&mut builder, &selected)?,
         }
-        let mut writer = builder.into_inner().map_err(ImageError::io("writing the archive"))?;
-        writer.flush().map_err(ImageError::io("writing the archive"))
+        let mut writer = builder
+            .into_inner()
+            .map_err(ImageError::io("writing the archive"))?;
+        writer
+            .flush()
+            .map_err(ImageError::io("writing the archive"))
     }
 
-    fn write_docker_archive<W: Write>(&self, builder: &mut tar::Builder<W>, images: &[(ImageRecord, Vec<String>)]) -> Result<()> {
+    fn write_docker_archive<W: Write>(
+        &self,
+        builder: &mut tar::Builder<W>,
+        images: &[(ImageRecord, Vec<String>)],
+    ) -> Result<()> {
         let mut entries = Vec::new();
         let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut written = std::collections::HashSet::new();
@@ -180,32 +232,60 @@ impl ImageStore {
             let familiar_tags: Vec<String> = tags.iter().map(|t| familiar(t)).collect();
             for tag in &familiar_tags {
                 let (repo, tag) = split_tag(tag);
-                let top = diff_ids.last().map(|d| d.hex().to_owned()).unwrap_or_default();
-                repositories.entry(repo.to_owned()).or_default().insert(tag.to_owned(), top);
+                let top = diff_ids
+                    .last()
+                    .map(|d| d.hex().to_owned())
+                    .unwrap_or_default();
+                repositories
+                    .entry(repo.to_owned())
+                    .or_default()
+                    .insert(tag.to_owned(), top);
             }
-            entries.push(ArchiveEntry { config: config_name, repo_tags: Some(familiar_tags), layers: layer_names });
+            entries.push(ArchiveEntry {
+                config: config_name,
+                repo_tags: Some(familiar_tags),
+                layers: layer_names,
+            });
         }
         append_json(builder, "manifest.json", &entries)?;
         append_json(builder, "repositories", &repositories)?;
-        builder.finish().map_err(ImageError::io("writing the archive"))
+        builder
+            .finish()
+            .map_err(ImageError::io("writing the archive"))
     }
 
     /// docker-archive layers are plain tars; decompress stored layers to a temp file first
     /// because a tar entry needs its size up front.
-    fn append_uncompressed_layer<W: Write>(&self, builder: &mut tar::Builder<W>, name: &str, digest: &Digest) -> Result<()> {
+    fn append_uncompressed_layer<W: Write>(
+        &self,
+        builder: &mut tar::Builder<W>,
+        name: &str,
+        digest: &Digest,
+    ) -> Result<()> {
         let mut blob = self.blobs.open_blob(digest)?;
-        if Compression::sniff(&mut blob).map_err(ImageError::io("reading layer"))? == Compression::None {
+        if Compression::sniff(&mut blob).map_err(ImageError::io("reading layer"))?
+            == Compression::None
+        {
             return append_file(builder, name, &mut blob);
         }
-        let mut temp = tempfile::tempfile_in(self.blobs.tmp_dir()).map_err(ImageError::io("decompressing layer"))?;
+        let mut temp = tempfile::tempfile_in(self.blobs.tmp_dir())
+            .map_err(ImageError::io("decompressing layer"))?;
         io::copy(&mut open_layer(blob)?, &mut temp)
             .and_then(|_| temp.rewind())
             .map_err(ImageError::io("decompressing layer"))?;
         append_file(builder, name, &mut temp)
     }
 
-    fn write_oci_layout<W: Write>(&self, builder: &mut tar::Builder<W>, images: &[(ImageRecord, Vec<String>)]) -> Result<()> {
-        let mut index = Index { schema_version: 2, media_type: Some(OCI_INDEX.into()), manifests: Vec::new() };
+    fn write_oci_layout<W: Write>(
+        &self,
+        builder: &mut tar::Builder<W>,
+        images: &[(ImageRecord, Vec<String>)],
+    ) -> Result<()> {
+        let mut index = Index {
+            schema_version: 2,
+            media_type: Some(OCI_INDEX.into()),
+            manifests: Vec::new(),
+        };
         let mut docker_entries = Vec::new();
         let mut written = std::collections::HashSet::new();
         let mut add_blob = |builder: &mut tar::Builder<W>, digest: &Digest| -> Result<String> {
@@ -220,16 +300,25 @@ impl ImageStore {
             let manifest = self.manifest(&record.manifest)?;
             add_blob(builder, &record.manifest)?;
             let config = add_blob(builder, &manifest.config.digest)?;
-            let layers = manifest.layers.iter().map(|l| add_blob(builder, &l.digest)).collect::<Result<Vec<_>>>()?;
+            let layers = manifest
+                .layers
+                .iter()
+                .map(|l| add_blob(builder, &l.digest))
+                .collect::<Result<Vec<_>>>()?;
             let size = self.blobs.size(&record.manifest)?;
-            let descriptor = || Descriptor::new(&record.manifest_media_type, record.manifest.clone(), size);
+            let descriptor =
+                || Descriptor::new(&record.manifest_media_type, record.manifest.clone(), size);
             if tags.is_empty() {
                 index.manifests.push(descriptor());
             }
             for tag in tags {
                 let mut entry = descriptor();
-                entry.annotations.insert(CONTAINERD_NAME.into(), tag.clone());
-                entry.annotations.insert(OCI_REF_NAME.into(), split_tag(tag).1.to_owned());
+                entry
+                    .annotations
+                    .insert(CONTAINERD_NAME.into(), tag.clone());
+                entry
+                    .annotations
+                    .insert(OCI_REF_NAME.into(), split_tag(tag).1.to_owned());
                 index.manifests.push(entry);
             }
             docker_entries.push(ArchiveEntry {
@@ -240,7 +329,9 @@ impl ImageStore {
         }
         append_json(builder, "index.json", &index)?;
         append_json(builder, "manifest.json", &docker_entries)?;
-        builder.finish().map_err(ImageError::io("writing the archive"))
+        builder
+            .finish()
+            .map_err(ImageError::io("writing the archive"))
     }
 }
 
@@ -248,18 +339,34 @@ impl ImageStore {
 /// and writes through symlinks that leave `dest`.
 fn extract_archive(input: impl Read, dest: &Path) -> Result<()> {
     let mut buffered = BufReader::new(input);
-    let magic = buffered.fill_buf().map_err(ImageError::io("reading the archive"))?.to_vec();
+    let magic = buffered
+        .fill_buf()
+        .map_err(ImageError::io("reading the archive"))?
+        .to_vec();
     let reader: Box<dyn Read> = match magic.as_slice() {
         [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::Decoder::with_buffer(buffered).map_err(ImageError::io("reading the archive"))?),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+            zstd::Decoder::with_buffer(buffered).map_err(ImageError::io("reading the archive"))?,
+        ),
         _ => Box::new(buffered),
     };
     let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(ImageError::io("reading the archive"))? {
+    for entry in archive
+        .entries()
+        .map_err(ImageError::io("reading the archive"))?
+    {
         let mut entry = entry.map_err(ImageError::io("reading the archive"))?;
-        let path = entry.path().map_err(ImageError::io("reading the archive"))?.into_owned();
+        let path = entry
+            .path()
+            .map_err(ImageError::io("reading the archive"))?
+            .into_owned();
         confined_path(&path)?;
-        entry.unpack_in(dest).map_err(|source| ImageError::UnsafePath { path, reason: source.to_string() })?;
+        entry
+            .unpack_in(dest)
+            .map_err(|source| ImageError::UnsafePath {
+                path,
+                reason: source.to_string(),
+            })?;
     }
     Ok(())
 }
@@ -288,13 +395,20 @@ fn append_bytes<W: Write>(builder: &mut tar::Builder<W>, name: &str, bytes: &[u8
 }
 
 fn append_file<W: Write>(builder: &mut tar::Builder<W>, name: &str, file: &mut File) -> Result<()> {
-    let size = file.metadata().map_err(ImageError::io(format!("reading {name}")))?.len();
+    let size = file
+        .metadata()
+        .map_err(ImageError::io(format!("reading {name}")))?
+        .len();
     builder
         .append_data(&mut file_header(size), name, file)
         .map_err(ImageError::io(format!("writing {name} to the archive")))
 }
 
-fn append_json<W: Write, T: Serialize>(builder: &mut tar::Builder<W>, name: &str, value: &T) -> Result<()> {
+fn append_json<W: Write, T: Serialize>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    value: &T,
+) -> Result<()> {
     let bytes = serde_json::to_vec(value).map_err(ImageError::json(format!("encoding {name}")))?;
     append_bytes(builder, name, &bytes)
 }

@@ -40,7 +40,10 @@ impl BlobStore {
     pub(crate) fn read(&self, digest: &Digest) -> Result<Vec<u8>> {
         fs::read(self.path(digest)).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => ImageError::NotFound(format!("blob {digest}")),
-            _ => ImageError::Io { context: format!("reading blob {digest}"), source },
+            _ => ImageError::Io {
+                context: format!("reading blob {digest}"),
+                source,
+            },
         })
     }
 
@@ -62,12 +65,17 @@ impl BlobStore {
 
     /// Streams `reader` into the store, refusing the content unless it hashes to `expected`
     /// (when given). Returns the digest. The blob appears only complete and synced.
-    pub(crate) fn put_verified(&self, reader: &mut dyn Read, expected: Option<&Digest>) -> Result<Digest> {
+    pub(crate) fn put_verified(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&Digest>,
+    ) -> Result<Digest> {
         if let Some(digest) = expected.filter(|d| self.contains(d)) {
             io::copy(reader, &mut io::sink()).map_err(ImageError::io("reading blob content"))?;
             return Ok(digest.clone());
         }
-        let temp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(ImageError::io("creating a temporary blob"))?;
+        let temp = tempfile::NamedTempFile::new_in(&self.tmp)
+            .map_err(ImageError::io("creating a temporary blob"))?;
         let mut writer = HashingWriter::new(io::BufWriter::new(temp));
         io::copy(reader, &mut writer).map_err(ImageError::io("writing blob"))?;
         let (buffered, digest, _) = writer.finish();
@@ -90,7 +98,9 @@ impl BlobStore {
 
     /// Moves a fully written and verified temp file into place.
     pub(crate) fn commit(&self, temp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
-        temp.as_file().sync_all().map_err(ImageError::io("syncing blob"))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(ImageError::io("syncing blob"))?;
         let target = self.path(digest);
         temp.persist(&target).map_err(|e| ImageError::Io {
             context: format!("storing blob {digest}"),
@@ -100,7 +110,8 @@ impl BlobStore {
     }
 
     pub(crate) fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
-        tempfile::NamedTempFile::new_in(&self.tmp).map_err(ImageError::io("creating a temporary blob"))
+        tempfile::NamedTempFile::new_in(&self.tmp)
+            .map_err(ImageError::io("creating a temporary blob"))
     }
 
     /// Every stored digest, for garbage collection.
@@ -108,7 +119,9 @@ impl BlobStore {
         let entries = fs::read_dir(&self.dir).map_err(ImageError::io("listing blobs"))?;
         Ok(entries
             .filter_map(|entry| entry.ok())
-            .filter_map(|entry| Digest::parse(&format!("sha256:{}", entry.file_name().to_string_lossy())).ok())
+            .filter_map(|entry| {
+                Digest::parse(&format!("sha256:{}", entry.file_name().to_string_lossy())).ok()
+            })
             .collect())
     }
 
@@ -118,7 +131,10 @@ impl BlobStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(size),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(source) => Err(ImageError::Io { context: format!("removing blob {digest}"), source }),
+            Err(source) => Err(ImageError::Io {
+                context: format!("removing blob {digest}"),
+                source,
+            }),
         }
     }
 }
@@ -133,11 +149,15 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes a small file atomically (temp file, fsync, rename, fsync dir).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(ImageError::io(format!("writing {}", path.display())))?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(ImageError::io(format!("writing {}", path.display())))?;
     temp.write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())
         .map_err(ImageError::io(format!("writing {}", path.display())))?;
-    temp.persist(path).map_err(|e| ImageError::Io { context: format!("writing {}", path.display()), source: e.error })?;
+    temp.persist(path).map_err(|e| ImageError::Io {
+        context: format!("writing {}", path.display()),
+        source: e.error,
+    })?;
     sync_dir(dir)
 }
 
@@ -153,9 +173,15 @@ mod tests {
         assert_eq!(blobs.read(&digest).unwrap(), b"hello");
 
         let wrong = Digest::of(b"other");
-        let error = blobs.put_verified(&mut &b"hello!"[..], Some(&wrong)).unwrap_err();
+        let error = blobs
+            .put_verified(&mut &b"hello!"[..], Some(&wrong))
+            .unwrap_err();
         assert!(matches!(error, ImageError::DigestMismatch { .. }));
         assert!(!blobs.contains(&wrong));
-        assert_eq!(fs::read_dir(blobs.tmp_dir()).unwrap().count(), 0, "temp file left behind");
+        assert_eq!(
+            fs::read_dir(blobs.tmp_dir()).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
     }
 }

@@ -43,7 +43,10 @@ impl Records {
         for record in self.images.values_mut() {
             record.repo_tags.remove(tag);
         }
-        let record = self.images.get_mut(id).ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+        let record = self
+            .images
+            .get_mut(id)
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
         record.repo_tags.insert(tag.to_owned());
         Ok(())
     }
@@ -54,9 +57,13 @@ impl Records {
             let found = match (reference.digest(), reference.tagged_name()) {
                 (Some(digest), _) => {
                     let pinned = format!("{}@{digest}", reference.name());
-                    self.images.values().find(|r| r.repo_digests.contains(&pinned) || r.manifest == digest)
+                    self.images
+                        .values()
+                        .find(|r| r.repo_digests.contains(&pinned) || r.manifest == digest)
                 }
-                (None, Some(tagged)) => self.images.values().find(|r| r.repo_tags.contains(&tagged)),
+                (None, Some(tagged)) => {
+                    self.images.values().find(|r| r.repo_tags.contains(&tagged))
+                }
                 (None, None) => None,
             };
             if let Some(record) = found {
@@ -87,23 +94,29 @@ pub(crate) struct Database {
 
 impl Database {
     pub(crate) fn open(images_dir: &Path) -> Database {
-        Database { path: images_dir.join("images.json"), lock_path: images_dir.join("images.lock") }
+        Database {
+            path: images_dir.join("images.json"),
+            lock_path: images_dir.join("images.lock"),
+        }
     }
 
     /// A consistent snapshot of the records.
     pub(crate) fn read(&self) -> Result<Records> {
         let lock = open_lock(&self.lock_path)?;
-        lock.lock_shared().map_err(ImageError::io("locking the image database"))?;
+        lock.lock_shared()
+            .map_err(ImageError::io("locking the image database"))?;
         self.load()
     }
 
     /// Runs `change` on the records under an exclusive lock and saves the result if it succeeds.
     pub(crate) fn update<T>(&self, change: impl FnOnce(&mut Records) -> Result<T>) -> Result<T> {
         let lock = open_lock(&self.lock_path)?;
-        lock.lock().map_err(ImageError::io("locking the image database"))?;
+        lock.lock()
+            .map_err(ImageError::io("locking the image database"))?;
         let mut records = self.load()?;
         let value = change(&mut records)?;
-        let bytes = serde_json::to_vec_pretty(&records).map_err(ImageError::json("encoding the image database"))?;
+        let bytes = serde_json::to_vec_pretty(&records)
+            .map_err(ImageError::json("encoding the image database"))?;
         write_atomic(&self.path, &bytes)?;
         Ok(value)
     }
@@ -113,7 +126,10 @@ impl Database {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(ImageError::json(format!("reading {}", self.path.display()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Records::default()),
-            Err(source) => Err(ImageError::Io { context: format!("reading {}", self.path.display()), source }),
+            Err(source) => Err(ImageError::Io {
+                context: format!("reading {}", self.path.display()),
+                source,
+            }),
         }
     }
 }
@@ -150,14 +166,21 @@ mod tests {
         let (a_id, b_id) = (a.id.clone(), b.id.clone());
         records.images.insert(a_id.clone(), a);
         records.images.insert(b_id.clone(), b);
-        records.set_tag(&a_id, "docker.io/library/x:latest").unwrap();
+        records
+            .set_tag(&a_id, "docker.io/library/x:latest")
+            .unwrap();
         assert_eq!(records.lookup("x").unwrap().id, a_id);
-        records.set_tag(&b_id, "docker.io/library/x:latest").unwrap();
+        records
+            .set_tag(&b_id, "docker.io/library/x:latest")
+            .unwrap();
         assert_eq!(records.lookup("x:latest").unwrap().id, b_id);
         assert!(records.images[&a_id].repo_tags.is_empty());
         assert_eq!(records.lookup(&b_id.hex()[..8]).unwrap().id, b_id);
         assert_eq!(records.lookup(b_id.as_str()).unwrap().id, b_id);
-        assert!(matches!(records.lookup("nope"), Err(ImageError::NotFound(_))));
+        assert!(matches!(
+            records.lookup("nope"),
+            Err(ImageError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -173,7 +196,10 @@ mod tests {
         std::thread::scope(|scope| {
             for i in 0..8 {
                 let (db, id) = (db.clone(), id.clone());
-                scope.spawn(move || db.update(|r| r.set_tag(&id, &format!("docker.io/library/t:{i}"))).unwrap());
+                scope.spawn(move || {
+                    db.update(|r| r.set_tag(&id, &format!("docker.io/library/t:{i}")))
+                        .unwrap()
+                });
             }
         });
         assert_eq!(db.read().unwrap().images[&id].repo_tags.len(), 8);

@@ -23,7 +23,11 @@ pub enum ImageError {
 
     /// Content did not hash to the digest it was announced with.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch { what: String, expected: String, actual: String },
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
 
     /// The registry refused or failed a request.
     #[error("{0}")]
@@ -47,11 +51,17 @@ pub enum ImageError {
 
     /// A filesystem operation failed.
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 
     /// JSON that could not be read or written.
     #[error("{context}: {source}")]
-    Json { context: String, source: serde_json::Error },
+    Json {
+        context: String,
+        source: serde_json::Error,
+    },
 }
 
 impl ImageError {

@@ -30,7 +30,10 @@ impl ImageStore {
     pub fn import(&self, rootfs: &Path, name: &str, options: &ImportOptions) -> Result<ImageId> {
         let tag = tag_name(name)?;
         if !rootfs.is_dir() {
-            return Err(ImageError::NotFound(format!("directory {}", rootfs.display())));
+            return Err(ImageError::NotFound(format!(
+                "directory {}",
+                rootfs.display()
+            )));
         }
         let _lease = self.lease()?;
         let temp = self.blobs.new_temp()?;
@@ -40,7 +43,9 @@ impl ImageStore {
             .append_dir_all(".", rootfs)
             .and_then(|()| builder.finish())
             .map_err(ImageError::io(format!("archiving {}", rootfs.display())))?;
-        let writer = builder.into_inner().map_err(ImageError::io("archiving the root filesystem"))?;
+        let writer = builder
+            .into_inner()
+            .map_err(ImageError::io("archiving the root filesystem"))?;
         let (buffered, diff_id, size) = writer.finish();
         let temp = buffered.into_inner().map_err(|e| ImageError::Io {
             context: "writing the layer".into(),
@@ -51,7 +56,10 @@ impl ImageStore {
         let created = jiff::Timestamp::now().to_string();
         let mut env = vec![DEFAULT_PATH.to_owned()];
         env.extend(options.env.iter().cloned());
-        let cmd = if options.cmd.is_empty() && options.entrypoint.is_empty() && std::fs::symlink_metadata(rootfs.join("bin/sh")).is_ok() {
+        let cmd = if options.cmd.is_empty()
+            && options.entrypoint.is_empty()
+            && std::fs::symlink_metadata(rootfs.join("bin/sh")).is_ok()
+        {
             vec!["/bin/sh".to_owned()]
         } else {
             options.cmd.clone()
@@ -59,7 +67,10 @@ impl ImageStore {
         let mut container_config = json!({ "Env": env });
         let settings = [
             ("Cmd", (!cmd.is_empty()).then(|| json!(cmd))),
-            ("Entrypoint", (!options.entrypoint.is_empty()).then(|| json!(options.entrypoint))),
+            (
+                "Entrypoint",
+                (!options.entrypoint.is_empty()).then(|| json!(options.entrypoint)),
+            ),
             ("WorkingDir", options.working_dir.as_ref().map(|w| json!(w))),
             ("User", options.user.as_ref().map(|u| json!(u))),
         ];
@@ -81,7 +92,8 @@ impl ImageStore {
                 "comment": options.message.clone().unwrap_or_else(|| "Imported from a directory".into()),
             }],
         });
-        let config_bytes = serde_json::to_vec(&config).map_err(ImageError::json("encoding image config"))?;
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(ImageError::json("encoding image config"))?;
         let config_digest = self.blobs.put(&config_bytes)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -89,7 +101,8 @@ impl ImageStore {
             config: Descriptor::new(OCI_CONFIG, config_digest, config_bytes.len() as u64),
             layers: vec![Descriptor::new(OCI_LAYER, diff_id, size)],
         };
-        let manifest_bytes = serde_json::to_vec(&manifest).map_err(ImageError::json("encoding manifest"))?;
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(ImageError::json("encoding manifest"))?;
         self.register(&manifest_bytes, &[tag], None)
     }
 }

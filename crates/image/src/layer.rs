@@ -55,7 +55,9 @@ pub(crate) fn open_layer(mut file: File) -> Result<Box<dyn Read + Send>> {
     Ok(match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(buffered).map_err(ImageError::io("reading zstd layer"))?),
+        Compression::Zstd => Box::new(
+            zstd::Decoder::with_buffer(buffered).map_err(ImageError::io("reading zstd layer"))?,
+        ),
     })
 }
 
@@ -80,9 +82,15 @@ pub fn unpack_layer(tar_stream: impl Read, dest: &Path) -> Result<(Digest, u64)>
 }
 
 fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> Result<()> {
-    let raw_path = entry.path().map_err(ImageError::io("reading layer entry"))?.into_owned();
+    let raw_path = entry
+        .path()
+        .map_err(ImageError::io("reading layer entry"))?
+        .into_owned();
     let relative = confined_path(&raw_path)?;
-    let Some(name) = relative.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+    let Some(name) = relative
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
         return Ok(()); // the layer's root directory itself
     };
     let parent_rel = relative.parent().unwrap_or(Path::new(""));
@@ -99,7 +107,10 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> Result<(
 
     let kind = entry.header().entry_type();
     if kind.is_hard_link() {
-        let target = entry.link_name().map_err(ImageError::io("reading hard link"))?.unwrap_or_default();
+        let target = entry
+            .link_name()
+            .map_err(ImageError::io("reading hard link"))?
+            .unwrap_or_default();
         confined_path(&target)?;
     }
     if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
@@ -108,10 +119,14 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> Result<(
     }
     match entry.unpack_in(dest) {
         Ok(_) => Ok(()),
-        Err(error) if error.to_string().contains("outside of") => {
-            Err(ImageError::UnsafePath { path: raw_path, reason: error.to_string() })
-        }
-        Err(source) => Err(ImageError::Io { context: format!("extracting {}", raw_path.display()), source }),
+        Err(error) if error.to_string().contains("outside of") => Err(ImageError::UnsafePath {
+            path: raw_path,
+            reason: error.to_string(),
+        }),
+        Err(source) => Err(ImageError::Io {
+            context: format!("extracting {}", raw_path.display()),
+            source,
+        }),
     }
 }
 
@@ -148,11 +163,17 @@ fn create_dirs_inside(root: &Path, relative: &Path) -> Result<PathBuf> {
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&current).map_err(ImageError::io(format!("creating {}", current.display())))?;
+                fs::create_dir(&current)
+                    .map_err(ImageError::io(format!("creating {}", current.display())))?;
                 fs::set_permissions(&current, fs::Permissions::from_mode(0o755))
                     .map_err(ImageError::io(format!("creating {}", current.display())))?;
             }
-            Err(source) => return Err(ImageError::Io { context: format!("inspecting {}", current.display()), source }),
+            Err(source) => {
+                return Err(ImageError::Io {
+                    context: format!("inspecting {}", current.display()),
+                    source,
+                });
+            }
         }
     }
     Ok(current)
@@ -170,8 +191,10 @@ fn remove_existing(path: &Path) -> Result<()> {
 /// An overlayfs whiteout: a character device with device number 0/0.
 fn make_whiteout(path: &Path) -> Result<()> {
     remove_existing(path)?;
-    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-        .map_err(|errno| ImageError::Io { context: format!("creating whiteout {}", path.display()), source: errno.into() })
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|errno| ImageError::Io {
+        context: format!("creating whiteout {}", path.display()),
+        source: errno.into(),
+    })
 }
 
 fn make_special_file(header: &tar::Header, path: &Path) -> Result<()> {
@@ -184,12 +207,26 @@ fn make_special_file(header: &tar::Header, path: &Path) -> Result<()> {
         SFlag::S_IFIFO
     };
     let context = || format!("creating device node {}", path.display());
-    let major = header.device_major().map_err(ImageError::io(context()))?.unwrap_or(0);
-    let minor = header.device_minor().map_err(ImageError::io(context()))?.unwrap_or(0);
+    let major = header
+        .device_major()
+        .map_err(ImageError::io(context()))?
+        .unwrap_or(0);
+    let minor = header
+        .device_minor()
+        .map_err(ImageError::io(context()))?
+        .unwrap_or(0);
     let mode = header.mode().map_err(ImageError::io(context()))? & 0o7777;
     remove_existing(path)?;
-    mknod(path, flag, Mode::from_bits_truncate(mode), makedev(major.into(), minor.into()))
-        .map_err(|errno| ImageError::Io { context: context(), source: errno.into() })?;
+    mknod(
+        path,
+        flag,
+        Mode::from_bits_truncate(mode),
+        makedev(major.into(), minor.into()),
+    )
+    .map_err(|errno| ImageError::Io {
+        context: context(),
+        source: errno.into(),
+    })?;
     let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
     let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
     lchown(path, uid, gid).map_err(ImageError::io(context()))?;
@@ -228,7 +265,12 @@ mod tests {
 
     /// Writes a raw name into the header, bypassing the builder's own `..` check,
     /// as a malicious archive would.
-    fn raw_entry(builder: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, link: Option<&str>) {
+    fn raw_entry(
+        builder: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        name: &str,
+        link: Option<&str>,
+    ) {
         let mut header = tar::Header::new_old();
         header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         if let Some(link) = link {
@@ -262,7 +304,10 @@ mod tests {
         assert!(!dest.path().join("etc/.wh.motd").exists());
         let opaque = xattr::get(dest.path().join("var/cache"), OPAQUE_XATTR).unwrap();
         assert_eq!(opaque.as_deref(), Some(&b"y"[..]));
-        assert_eq!(fs::read(dest.path().join("var/cache/new")).unwrap(), b"fresh");
+        assert_eq!(
+            fs::read(dest.path().join("var/cache/new")).unwrap(),
+            b"fresh"
+        );
     }
 
     #[test]
@@ -274,7 +319,8 @@ mod tests {
             tool.set_gid(4321);
             b.append_data(&mut tool, "bin/tool", &b"#!"[..]).unwrap();
             let mut link = header(tar::EntryType::Link, 0, 0o4750);
-            b.append_link(&mut link, "bin/tool-again", "bin/tool").unwrap();
+            b.append_link(&mut link, "bin/tool-again", "bin/tool")
+                .unwrap();
             let mut sym = header(tar::EntryType::Symlink, 0, 0o777);
             b.append_link(&mut sym, "bin/sh", "/bin/tool").unwrap();
             let mut dev = header(tar::EntryType::Char, 0, 0o666);
@@ -284,10 +330,16 @@ mod tests {
         });
         unpack_layer(&layer[..], dest.path()).unwrap();
         let tool = fs::metadata(dest.path().join("bin/tool")).unwrap();
-        assert_eq!((tool.uid(), tool.gid(), tool.mode() & 0o7777), (1234, 4321, 0o4750));
+        assert_eq!(
+            (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+            (1234, 4321, 0o4750)
+        );
         let again = fs::metadata(dest.path().join("bin/tool-again")).unwrap();
         assert_eq!(again.ino(), tool.ino(), "hard link lost");
-        assert_eq!(fs::read_link(dest.path().join("bin/sh")).unwrap(), Path::new("/bin/tool"));
+        assert_eq!(
+            fs::read_link(dest.path().join("bin/sh")).unwrap(),
+            Path::new("/bin/tool")
+        );
         let null = fs::symlink_metadata(dest.path().join("dev/null")).unwrap();
         assert!(null.file_type().is_char_device());
         assert_eq!((null.rdev(), null.mode() & 0o777), (makedev(1, 3), 0o666));
@@ -312,7 +364,12 @@ mod tests {
         fs::create_dir_all(&dest).unwrap();
         fs::create_dir_all(&victim).unwrap();
         let layer = tar_of(|b| {
-            raw_entry(b, tar::EntryType::Symlink, "escape", Some(victim.to_str().unwrap()));
+            raw_entry(
+                b,
+                tar::EntryType::Symlink,
+                "escape",
+                Some(victim.to_str().unwrap()),
+            );
             raw_entry(b, tar::EntryType::Regular, "escape/pwned", None);
         });
         let error = unpack_layer(&layer[..], &dest).unwrap_err();
@@ -320,7 +377,12 @@ mod tests {
         assert!(!victim.join("pwned").exists());
 
         let whiteout_escape = tar_of(|b| {
-            raw_entry(b, tar::EntryType::Symlink, "w", Some(victim.to_str().unwrap()));
+            raw_entry(
+                b,
+                tar::EntryType::Symlink,
+                "w",
+                Some(victim.to_str().unwrap()),
+            );
             raw_entry(b, tar::EntryType::Regular, "w/.wh.x", None);
         });
         let dest2 = outer.path().join("dest2");
@@ -344,7 +406,8 @@ mod tests {
             fs::write(&path, bytes).unwrap();
             let dest = dir.path().join(format!("{name}-out"));
             fs::create_dir(&dest).unwrap();
-            let (diff_id, _) = unpack_layer(open_layer(File::open(&path).unwrap()).unwrap(), &dest).unwrap();
+            let (diff_id, _) =
+                unpack_layer(open_layer(File::open(&path).unwrap()).unwrap(), &dest).unwrap();
             assert_eq!(diff_id, Digest::of(&layer), "{name}");
             assert_eq!(fs::read(dest.join("hello")).unwrap(), b"world");
         }

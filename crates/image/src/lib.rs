@@ -33,9 +33,13 @@ pub use error::ImageError;
 pub use import::ImportOptions;
 pub use layer::unpack_layer;
 pub use reference::{ImageReference, familiar};
-pub use registry::{Credentials, LayerProgress, PullOptions, PushOptions, credentials_from_docker_config};
+pub use registry::{
+    Credentials, LayerProgress, PullOptions, PushOptions, credentials_from_docker_config,
+};
 pub use snapshot::chain_ids;
-pub use store::{Image, ImageStore, ImageSummary, PruneReport, Removed, UsageCheck, repository_and_tag};
+pub use store::{
+    Image, ImageStore, ImageSummary, PruneReport, Removed, UsageCheck, repository_and_tag,
+};
 
 /// The `oci-spec` version the public API speaks (for [`Image::config`]).
 pub use oci_spec;

@@ -16,10 +16,16 @@ pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub(crate) const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Every manifest media type a pull accepts.
-pub(crate) const ACCEPTED_MANIFESTS: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub(crate) const ACCEPTED_MANIFESTS: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Platform {
@@ -49,7 +55,11 @@ impl Platform {
             "powerpc64" => "ppc64le",
             other => other,
         };
-        Platform { architecture: architecture.into(), os: std::env::consts::OS.into(), variant: None }
+        Platform {
+            architecture: architecture.into(),
+            os: std::env::consts::OS.into(),
+            variant: None,
+        }
     }
 
     pub(crate) fn runs_on(&self, host: &Platform) -> bool {
@@ -105,7 +115,10 @@ pub(crate) struct Index {
 
 /// A manifest document as fetched: either one image or a per-platform index.
 pub(crate) enum Document {
-    Image { manifest: Manifest, media_type: String },
+    Image {
+        manifest: Manifest,
+        media_type: String,
+    },
     Index(Index),
 }
 
@@ -113,21 +126,30 @@ impl Document {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Document> {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(ImageError::json("parsing manifest"))?;
-        let declared = value.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned);
+        let declared = value
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned);
         if value.get("manifests").is_some() {
-            let index = serde_json::from_value(value).map_err(ImageError::json("parsing image index"))?;
+            let index =
+                serde_json::from_value(value).map_err(ImageError::json("parsing image index"))?;
             return Ok(Document::Index(index));
         }
         if value.get("config").is_none() {
             return Err(ImageError::InvalidContent(
-                "manifest has neither config nor manifests (schema1 manifests are not supported)".into(),
+                "manifest has neither config nor manifests (schema1 manifests are not supported)"
+                    .into(),
             ));
         }
-        let manifest: Manifest = serde_json::from_value(value).map_err(ImageError::json("parsing image manifest"))?;
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(ImageError::json("parsing image manifest"))?;
         for layer in &manifest.layers {
             check_layer_media_type(&layer.media_type)?;
         }
-        Ok(Document::Image { manifest, media_type: declared.unwrap_or_else(|| OCI_MANIFEST.into()) })
+        Ok(Document::Image {
+            manifest,
+            media_type: declared.unwrap_or_else(|| OCI_MANIFEST.into()),
+        })
     }
 }
 
@@ -158,7 +180,11 @@ impl Index {
             .map(Platform::to_string)
             .collect();
         Err(ImageError::PlatformMismatch {
-            available: if available.is_empty() { "unknown".into() } else { available.join(", ") },
+            available: if available.is_empty() {
+                "unknown".into()
+            } else {
+                available.join(", ")
+            },
             host: host.to_string(),
         })
     }
@@ -170,23 +196,42 @@ mod tests {
 
     fn entry(os: &str, arch: &str) -> Descriptor {
         let mut d = Descriptor::new(OCI_MANIFEST, Digest::of(arch.as_bytes()), 1);
-        d.platform = Some(Platform { architecture: arch.into(), os: os.into(), variant: None });
+        d.platform = Some(Platform {
+            architecture: arch.into(),
+            os: os.into(),
+            variant: None,
+        });
         d
     }
 
     #[test]
     fn index_selection_picks_the_host_platform_or_says_why_not() {
-        let host = Platform { architecture: "amd64".into(), os: "linux".into(), variant: None };
+        let host = Platform {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: None,
+        };
         let index = Index {
             schema_version: 2,
             media_type: None,
-            manifests: vec![entry("linux", "arm64"), entry("linux", "amd64"), entry("unknown", "unknown")],
+            manifests: vec![
+                entry("linux", "arm64"),
+                entry("linux", "amd64"),
+                entry("unknown", "unknown"),
+            ],
         };
         assert_eq!(index.select(&host).unwrap().digest, Digest::of(b"amd64"));
 
-        let arm_only = Index { schema_version: 2, media_type: None, manifests: vec![entry("linux", "arm64")] };
+        let arm_only = Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![entry("linux", "arm64")],
+        };
         let error = arm_only.select(&host).unwrap_err().to_string();
-        assert_eq!(error, "image platform linux/arm64 does not match the host linux/amd64");
+        assert_eq!(
+            error,
+            "image platform linux/arm64 does not match the host linux/amd64"
+        );
     }
 
     #[test]
@@ -196,7 +241,11 @@ mod tests {
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": Digest::of(b"c")},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 2, "digest": Digest::of(b"l")}]
         });
-        let Document::Image { manifest, media_type } = Document::parse(docker.to_string().as_bytes()).unwrap() else {
+        let Document::Image {
+            manifest,
+            media_type,
+        } = Document::parse(docker.to_string().as_bytes()).unwrap()
+        else {
             panic!("not an image manifest")
         };
         assert_eq!(media_type, DOCKER_MANIFEST);
@@ -206,6 +255,9 @@ mod tests {
             "schemaVersion": 2, "config": {"mediaType": OCI_CONFIG, "size": 1, "digest": Digest::of(b"c")},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip+encrypted", "size": 2, "digest": Digest::of(b"l")}]
         });
-        assert!(matches!(Document::parse(encrypted.to_string().as_bytes()), Err(ImageError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            Document::parse(encrypted.to_string().as_bytes()),
+            Err(ImageError::UnsupportedMediaType(_))
+        ));
     }
 }

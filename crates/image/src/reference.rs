@@ -30,7 +30,10 @@ impl ImageReference {
             } else {
                 error.to_string()
             };
-            ImageError::InvalidReference { reference: text.to_owned(), reason }
+            ImageError::InvalidReference {
+                reference: text.to_owned(),
+                reason,
+            }
         })?;
         if let Some(digest) = inner.digest() {
             Digest::parse(digest)?;
@@ -76,7 +79,9 @@ impl ImageReference {
             None => host.rsplit_once(':').map_or(host, |(h, _)| h),
         };
         host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     pub(crate) fn oci(&self) -> &Reference {
@@ -104,8 +109,14 @@ impl fmt::Display for ImageReference {
 /// Shortens a fully-qualified name the way Docker displays it
 /// (`docker.io/library/busybox:latest` -> `busybox:latest`).
 pub fn familiar(full: &str) -> String {
-    match full.strip_prefix(DOCKER_HUB).and_then(|rest| rest.strip_prefix('/')) {
-        Some(rest) => rest.strip_prefix(OFFICIAL_PREFIX).unwrap_or(rest).to_owned(),
+    match full
+        .strip_prefix(DOCKER_HUB)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        Some(rest) => rest
+            .strip_prefix(OFFICIAL_PREFIX)
+            .unwrap_or(rest)
+            .to_owned(),
         None => full.to_owned(),
     }
 }
@@ -128,14 +139,20 @@ mod tests {
         assert_eq!(reference.registry(), "docker.io");
         assert_eq!(reference.repository(), "library/busybox");
         assert_eq!(reference.tag(), Some("latest"));
-        assert_eq!(reference.tagged_name().unwrap(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            reference.tagged_name().unwrap(),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(reference.to_string(), "busybox:latest");
     }
 
     #[test]
     fn user_repositories_on_docker_hub_keep_their_namespace() {
         let reference = ImageReference::parse("someone/tool:1.2").unwrap();
-        assert_eq!(reference.tagged_name().unwrap(), "docker.io/someone/tool:1.2");
+        assert_eq!(
+            reference.tagged_name().unwrap(),
+            "docker.io/someone/tool:1.2"
+        );
         assert_eq!(reference.to_string(), "someone/tool:1.2");
     }
 
@@ -146,9 +163,20 @@ mod tests {
         assert_eq!(reference.repository(), "x/y");
         assert_eq!(reference.tag(), Some("tag"));
         assert!(reference.is_loopback_registry());
-        assert!(ImageReference::parse("127.0.0.1:5000/a").unwrap().is_loopback_registry());
-        assert!(!ImageReference::parse("quay.io/a/b").unwrap().is_loopback_registry());
-        assert_eq!(split_tag("localhost:5000/x/y:tag"), ("localhost:5000/x/y", "tag"));
+        assert!(
+            ImageReference::parse("127.0.0.1:5000/a")
+                .unwrap()
+                .is_loopback_registry()
+        );
+        assert!(
+            !ImageReference::parse("quay.io/a/b")
+                .unwrap()
+                .is_loopback_registry()
+        );
+        assert_eq!(
+            split_tag("localhost:5000/x/y:tag"),
+            ("localhost:5000/x/y", "tag")
+        );
         assert_eq!(split_tag("localhost:5000/x/y"), ("localhost:5000/x/y", ""));
     }
 
@@ -162,9 +190,23 @@ mod tests {
 
     #[test]
     fn bad_references_are_refused_with_a_reason() {
-        for bad in ["", "Busybox", "busybox:", "a//b", "busybox@sha256:abc", "-x", "busybox:bad tag"] {
+        for bad in [
+            "",
+            "Busybox",
+            "busybox:",
+            "a//b",
+            "busybox@sha256:abc",
+            "-x",
+            "busybox:bad tag",
+        ] {
             let error = ImageReference::parse(bad).unwrap_err();
-            assert!(matches!(error, ImageError::InvalidReference { .. } | ImageError::InvalidDigest(_)), "{bad}: {error}");
+            assert!(
+                matches!(
+                    error,
+                    ImageError::InvalidReference { .. } | ImageError::InvalidDigest(_)
+                ),
+                "{bad}: {error}"
+            );
         }
     }
 }

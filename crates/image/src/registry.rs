@@ -64,7 +64,11 @@ impl Session {
         } else {
             ClientProtocol::Https
         };
-        let client = Client::new(ClientConfig { protocol, platform_resolver: None, ..Default::default() });
+        let client = Client::new(ClientConfig {
+            protocol,
+            platform_resolver: None,
+            ..Default::default()
+        });
         let credentials = options
             .credentials
             .clone()
@@ -73,7 +77,12 @@ impl Session {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
             None => RegistryAuth::Anonymous,
         };
-        Session { client, auth, reference, progress: options.progress.clone() }
+        Session {
+            client,
+            auth,
+            reference,
+            progress: options.progress.clone(),
+        }
     }
 
     fn error(&self, action: &str, error: OciDistributionError) -> ImageError {
@@ -90,7 +99,11 @@ impl Session {
         if let Some(expected) = reference.digest()
             && expected != digest
         {
-            return Err(ImageError::DigestMismatch { what: "manifest".into(), expected: expected.to_string(), actual: digest.to_string() });
+            return Err(ImageError::DigestMismatch {
+                what: "manifest".into(),
+                expected: expected.to_string(),
+                actual: digest.to_string(),
+            });
         }
         Ok((bytes.to_vec(), digest))
     }
@@ -102,7 +115,12 @@ impl Session {
     }
 
     /// Downloads one blob into the store unless it is already there.
-    async fn fetch_blob(&self, store: &ImageStore, descriptor: &Descriptor, done: &str) -> Result<()> {
+    async fn fetch_blob(
+        &self,
+        store: &ImageStore,
+        descriptor: &Descriptor,
+        done: &str,
+    ) -> Result<()> {
         let digest = &descriptor.digest;
         if store.blobs.contains(digest) {
             self.report(|p| p.finished(digest, "Already exists"));
@@ -122,37 +140,57 @@ impl Session {
             .map_err(|e| self.error("pull", e))?;
         self.report(|p| p.started(digest, stream.content_length.or(Some(descriptor.size))));
         let temp = store.blobs.new_temp()?;
-        let mut file = tokio::fs::File::from_std(temp.reopen().map_err(ImageError::io("opening a temporary blob"))?);
+        let mut file = tokio::fs::File::from_std(
+            temp.reopen()
+                .map_err(ImageError::io("opening a temporary blob"))?,
+        );
         let mut hasher = Hasher::new();
         while let Some(chunk) = stream.stream.next().await {
             let chunk = chunk.map_err(ImageError::io(format!("downloading {digest}")))?;
             hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(ImageError::io("writing a temporary blob"))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(ImageError::io("writing a temporary blob"))?;
             self.report(|p| p.advanced(digest, chunk.len() as u64));
         }
-        file.flush().await.map_err(ImageError::io("writing a temporary blob"))?;
+        file.flush()
+            .await
+            .map_err(ImageError::io("writing a temporary blob"))?;
         let actual = hasher.finish();
         if actual != *digest {
-            return Err(ImageError::DigestMismatch { what: "blob".into(), expected: digest.to_string(), actual: actual.to_string() });
+            return Err(ImageError::DigestMismatch {
+                what: "blob".into(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
         }
         let blobs = store.blobs.clone();
         let verified = digest.clone();
         tokio::task::spawn_blocking(move || blobs.commit(temp, &verified))
             .await
-            .map_err(|e| ImageError::Io { context: "storing blob".into(), source: std::io::Error::other(e) })??;
+            .map_err(|e| ImageError::Io {
+                context: "storing blob".into(),
+                source: std::io::Error::other(e),
+            })??;
         self.report(|p| p.finished(digest, done));
         Ok(())
     }
 
     /// Uploads one blob unless the registry already has it.
     async fn push_blob(&self, store: &ImageStore, digest: &Digest) -> Result<()> {
-        let exists = self.client.blob_exists(self.reference.oci(), digest.as_str()).await.map_err(|e| self.error("push", e))?;
+        let exists = self
+            .client
+            .blob_exists(self.reference.oci(), digest.as_str())
+            .await
+            .map_err(|e| self.error("push", e))?;
         if exists {
             self.report(|p| p.finished(digest, "Layer already exists"));
             return Ok(());
         }
         let path = store.blobs.path(digest);
-        let bytes = tokio::fs::read(&path).await.map_err(ImageError::io(format!("reading blob {digest}")))?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(ImageError::io(format!("reading blob {digest}")))?;
         self.report(|p| p.started(digest, Some(bytes.len() as u64)));
         let size = bytes.len() as u64;
         self.client
@@ -167,10 +205,15 @@ impl Session {
     }
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ImageError::Io { context: "background task failed".into(), source: std::io::Error::other(e) })?
+        .map_err(|e| ImageError::Io {
+            context: "background task failed".into(),
+            source: std::io::Error::other(e),
+        })?
 }
 
 impl ImageStore {
@@ -180,20 +223,30 @@ impl ImageStore {
         let session = Session::new(reference.clone(), options);
         let store = self.clone();
         let lease = blocking(move || store.lease()).await?;
-        session.client.store_auth_if_needed(reference.oci().resolve_registry(), &session.auth).await;
+        session
+            .client
+            .store_auth_if_needed(reference.oci().resolve_registry(), &session.auth)
+            .await;
 
         let (top_bytes, top_digest) = session.manifest(&reference).await?;
         let manifest_bytes = match Document::parse(&top_bytes)? {
             Document::Image { .. } => top_bytes,
             Document::Index(index) => {
                 let chosen = index.select(&Platform::host())?;
-                session.manifest(&reference.with_digest(&chosen.digest)).await?.0
+                session
+                    .manifest(&reference.with_digest(&chosen.digest))
+                    .await?
+                    .0
             }
         };
         let Document::Image { manifest, .. } = Document::parse(&manifest_bytes)? else {
-            return Err(ImageError::InvalidContent("an index points at another index".into()));
+            return Err(ImageError::InvalidContent(
+                "an index points at another index".into(),
+            ));
         };
-        session.fetch_blob(self, &manifest.config, "Config downloaded").await?;
+        session
+            .fetch_blob(self, &manifest.config, "Config downloaded")
+            .await?;
         check_platform(&parse_config(&self.blobs.read(&manifest.config.digest)?)?)?;
         futures::stream::iter(&manifest.layers)
             .map(|layer| session.fetch_blob(self, layer, "Download complete"))
@@ -209,7 +262,9 @@ impl ImageStore {
         let id = blocking(move || {
             let id = store.register(&manifest_bytes, &tags, Some(pinned))?;
             if let Some(progress) = progress {
-                layers.iter().for_each(|l| progress.finished(&l.digest, "Pull complete"));
+                layers
+                    .iter()
+                    .for_each(|l| progress.finished(&l.digest, "Pull complete"));
             }
             drop(lease);
             Ok(id)
@@ -223,7 +278,8 @@ impl ImageStore {
         let parsed = ImageReference::parse(reference)?;
         let record = self.record(reference)?;
         let manifest_bytes = self.blobs.read(&record.manifest)?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(ImageError::json("parsing manifest"))?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(ImageError::json("parsing manifest"))?;
         let session = Session::new(parsed.clone(), options);
         session
             .client
@@ -234,8 +290,10 @@ impl ImageStore {
             session.push_blob(self, &layer.digest).await?;
         }
         session.push_blob(self, &manifest.config.digest).await?;
-        let content_type = http::HeaderValue::from_str(&record.manifest_media_type)
-            .map_err(|_| ImageError::InvalidContent(format!("bad media type {}", record.manifest_media_type)))?;
+        let content_type =
+            http::HeaderValue::from_str(&record.manifest_media_type).map_err(|_| {
+                ImageError::InvalidContent(format!("bad media type {}", record.manifest_media_type))
+            })?;
         session
             .client
             .push_manifest_raw(parsed.oci(), manifest_bytes, content_type)
@@ -262,37 +320,62 @@ fn check_platform(config: &oci_spec::image::ImageConfiguration) -> Result<()> {
     if image.runs_on(&host) {
         Ok(())
     } else {
-        Err(ImageError::PlatformMismatch { available: image.to_string(), host: host.to_string() })
+        Err(ImageError::PlatformMismatch {
+            available: image.to_string(),
+            host: host.to_string(),
+        })
     }
 }
 
-fn registry_error(reference: &ImageReference, action: &str, error: OciDistributionError) -> ImageError {
-    let denied = || ImageError::Registry(format!("{action} access denied / manifest unknown for {reference}"));
+fn registry_error(
+    reference: &ImageReference,
+    action: &str,
+    error: OciDistributionError,
+) -> ImageError {
+    let denied = || {
+        ImageError::Registry(format!(
+            "{action} access denied / manifest unknown for {reference}"
+        ))
+    };
     match error {
         OciDistributionError::ImageManifestNotFoundError(_) => denied(),
-        OciDistributionError::AuthenticationFailure(message) => {
-            ImageError::Registry(format!("{action} access denied for {reference}: authentication failed: {message}"))
-        }
+        OciDistributionError::UnauthorizedError { .. } => ImageError::Registry(format!(
+            "{action} access denied for {reference}: not authorized (check the credentials)"
+        )),
+        OciDistributionError::AuthenticationFailure(message) => ImageError::Registry(format!(
+            "{action} access denied for {reference}: authentication failed: {message}"
+        )),
         OciDistributionError::RegistryError { envelope, .. } => {
             let refused = envelope.errors.iter().any(|e| {
                 matches!(
                     e.code,
-                    OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::Denied | OciErrorCode::Unauthorized
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::Denied
+                        | OciErrorCode::Unauthorized
                 )
             });
             if refused {
                 return denied();
             }
-            let messages: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}: {}", e.code, e.message)).collect();
+            let messages: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}: {}", e.code, e.message))
+                .collect();
             ImageError::Registry(format!("{action} {reference}: {}", messages.join("; ")))
         }
-        OciDistributionError::ServerError { code: 401 | 403 | 404, .. } => denied(),
-        OciDistributionError::ServerError { code, message, .. } => {
-            ImageError::Registry(format!("{action} {reference}: registry answered {code}: {message}"))
-        }
-        OciDistributionError::RequestError(error) => {
-            ImageError::Registry(format!("{action} {reference}: cannot reach registry {}: {error}", reference.registry()))
-        }
+        OciDistributionError::ServerError {
+            code: 401 | 403 | 404,
+            ..
+        } => denied(),
+        OciDistributionError::ServerError { code, message, .. } => ImageError::Registry(format!(
+            "{action} {reference}: registry answered {code}: {message}"
+        )),
+        OciDistributionError::RequestError(error) => ImageError::Registry(format!(
+            "{action} {reference}: cannot reach registry {}: {error}",
+            reference.registry()
+        )),
         other => ImageError::Registry(format!("{action} {reference}: {other}")),
     }
 }
@@ -315,10 +398,23 @@ fn docker_config_path() -> Option<PathBuf> {
 fn credentials_from_config_text(text: &str, registry: &str) -> Option<Credentials> {
     let config: serde_json::Value = serde_json::from_str(text).ok()?;
     let wanted = auth_key_host(registry);
-    let (_, entry) = config.get("auths")?.as_object()?.iter().find(|(key, _)| auth_key_host(key) == wanted)?;
-    if let Some(encoded) = entry.get("auth").and_then(|a| a.as_str()).filter(|a| !a.is_empty()) {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-        let (username, password) = String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    let (_, entry) = config
+        .get("auths")?
+        .as_object()?
+        .iter()
+        .find(|(key, _)| auth_key_host(key) == wanted)?;
+    if let Some(encoded) = entry
+        .get("auth")
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty())
+    {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        let (username, password) = String::from_utf8(decoded)
+            .ok()?
+            .split_once(':')
+            .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
         return Some(Credentials { username, password });
     }
     Some(Credentials {
@@ -348,7 +444,10 @@ mod tests {
             r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{encoded}"}}, "localhost:5000": {{"username": "bob", "password": "pw"}}}}}}"#
         );
         let hub = credentials_from_config_text(&text, "docker.io").unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("alice", "s3cret"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("alice", "s3cret")
+        );
         let local = credentials_from_config_text(&text, "localhost:5000").unwrap();
         assert_eq!(local.username, "bob");
         assert_eq!(credentials_from_config_text(&text, "quay.io"), None);

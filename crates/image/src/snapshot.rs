@@ -46,7 +46,12 @@ impl Snapshots {
 
     /// Unpacks `layer_blob` as the snapshot `chain_id` unless it already exists,
     /// checking that its uncompressed content hashes to `diff_id`.
-    pub(crate) fn ensure(&self, chain_id: &Digest, diff_id: &Digest, layer_blob: &Path) -> Result<PathBuf> {
+    pub(crate) fn ensure(
+        &self,
+        chain_id: &Digest,
+        diff_id: &Digest,
+        layer_blob: &Path,
+    ) -> Result<PathBuf> {
         let fs_dir = self.fs_dir(chain_id);
         if fs_dir.is_dir() {
             return Ok(fs_dir);
@@ -57,7 +62,10 @@ impl Snapshots {
             .map_err(ImageError::io("creating a snapshot directory"))?;
         let staging_fs = staging.path().join("fs");
         fs::create_dir(&staging_fs).map_err(ImageError::io("creating a snapshot directory"))?;
-        let blob = fs::File::open(layer_blob).map_err(ImageError::io(format!("opening layer {}", layer_blob.display())))?;
+        let blob = fs::File::open(layer_blob).map_err(ImageError::io(format!(
+            "opening layer {}",
+            layer_blob.display()
+        )))?;
         let (actual, _) = unpack_layer(open_layer(blob)?, &staging_fs)?;
         if actual != *diff_id {
             return Err(ImageError::DigestMismatch {
@@ -77,7 +85,10 @@ impl Snapshots {
             }
             Err(source) => {
                 let _ = fs::remove_dir_all(&staging);
-                Err(ImageError::Io { context: format!("storing snapshot {chain_id}"), source })
+                Err(ImageError::Io {
+                    context: format!("storing snapshot {chain_id}"),
+                    source,
+                })
             }
         }
     }
@@ -90,13 +101,17 @@ impl Snapshots {
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let unused = name.starts_with(TMP_PREFIX)
-                || Digest::parse(&format!("sha256:{name}")).is_ok_and(|chain| !keep.contains(&chain));
+                || Digest::parse(&format!("sha256:{name}"))
+                    .is_ok_and(|chain| !keep.contains(&chain));
             if unused {
                 match fs::remove_dir_all(entry.path()) {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(source) => {
-                        return Err(ImageError::Io { context: format!("removing snapshot {name}"), source });
+                        return Err(ImageError::Io {
+                            context: format!("removing snapshot {name}"),
+                            source,
+                        });
                     }
                 }
             }
@@ -124,7 +139,11 @@ mod tests {
     impl OverlayMount {
         fn new(lowerdirs: &[PathBuf], target: &Path) -> std::io::Result<OverlayMount> {
             // lowerdir lists the top layer first.
-            let lower: Vec<String> = lowerdirs.iter().rev().map(|p| p.display().to_string()).collect();
+            let lower: Vec<String> = lowerdirs
+                .iter()
+                .rev()
+                .map(|p| p.display().to_string())
+                .collect();
             let options = format!("lowerdir={}", lower.join(":"));
             nix::mount::mount(
                 Some("overlay"),
@@ -162,8 +181,16 @@ mod tests {
     fn stacked_snapshots_hide_whited_out_files_in_a_real_overlay() {
         let dir = tempfile::tempdir().unwrap();
         let snapshots = Snapshots::open(dir.path()).unwrap();
-        let lower = layer(&[("etc/motd", b"hi"), ("etc/keep", b"k"), ("var/cache/old", b"o")]);
-        let upper = layer(&[("etc/.wh.motd", b""), ("var/cache/.wh..wh..opq", b""), ("var/cache/new", b"n")]);
+        let lower = layer(&[
+            ("etc/motd", b"hi"),
+            ("etc/keep", b"k"),
+            ("var/cache/old", b"o"),
+        ]);
+        let upper = layer(&[
+            ("etc/.wh.motd", b""),
+            ("var/cache/.wh..wh..opq", b""),
+            ("var/cache/new", b"n"),
+        ]);
         let diff_ids = [Digest::of(&lower), Digest::of(&upper)];
         let chains = chain_ids(&diff_ids);
         let mut fs_dirs = Vec::new();
@@ -173,14 +200,26 @@ mod tests {
             fs_dirs.push(snapshots.ensure(chain, diff_id, &blob).unwrap());
         }
         // Unpacked once: a second ensure finds it.
-        assert_eq!(snapshots.ensure(&chains[0], &diff_ids[0], Path::new("/nonexistent")).unwrap(), fs_dirs[0]);
+        assert_eq!(
+            snapshots
+                .ensure(&chains[0], &diff_ids[0], Path::new("/nonexistent"))
+                .unwrap(),
+            fs_dirs[0]
+        );
 
         let target = dir.path().join("merged");
         fs::create_dir(&target).unwrap();
-        let mount = OverlayMount::new(&fs_dirs, &target).expect("mounting overlay (tests run as root)");
-        assert!(!target.join("etc/motd").exists(), "whiteout did not hide the lower file");
+        let mount =
+            OverlayMount::new(&fs_dirs, &target).expect("mounting overlay (tests run as root)");
+        assert!(
+            !target.join("etc/motd").exists(),
+            "whiteout did not hide the lower file"
+        );
         assert_eq!(fs::read(target.join("etc/keep")).unwrap(), b"k");
-        assert!(!target.join("var/cache/old").exists(), "opaque dir did not hide the lower content");
+        assert!(
+            !target.join("var/cache/old").exists(),
+            "opaque dir did not hide the lower content"
+        );
         assert_eq!(fs::read(target.join("var/cache/new")).unwrap(), b"n");
         drop(mount);
 
@@ -199,6 +238,9 @@ mod tests {
         let wrong = Digest::of(b"not this");
         let error = snapshots.ensure(&wrong, &wrong, &blob).unwrap_err();
         assert!(matches!(error, ImageError::DigestMismatch { .. }));
-        assert_eq!(fs::read_dir(dir.path().join("snapshots")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("snapshots")).unwrap().count(),
+            0
+        );
     }
 }

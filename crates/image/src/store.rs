@@ -102,7 +102,8 @@ impl ImageStore {
     /// Holds off garbage collection while new content is being written.
     pub(crate) fn lease(&self) -> Result<File> {
         let lock = open_lock(&self.dir.join("gc.lock"))?;
-        lock.lock_shared().map_err(ImageError::io("locking the image store"))?;
+        lock.lock_shared()
+            .map_err(ImageError::io("locking the image store"))?;
         Ok(lock)
     }
 
@@ -127,11 +128,17 @@ impl ImageStore {
     pub(crate) fn manifest(&self, digest: &Digest) -> Result<Manifest> {
         match Document::parse(&self.blobs.read(digest)?)? {
             Document::Image { manifest, .. } => Ok(manifest),
-            Document::Index(_) => Err(ImageError::InvalidContent(format!("{digest} is an index, not an image manifest"))),
+            Document::Index(_) => Err(ImageError::InvalidContent(format!(
+                "{digest} is an index, not an image manifest"
+            ))),
         }
     }
 
-    fn ensure_snapshots(&self, manifest: &Manifest, config: &ImageConfiguration) -> Result<Vec<PathBuf>> {
+    fn ensure_snapshots(
+        &self,
+        manifest: &Manifest,
+        config: &ImageConfiguration,
+    ) -> Result<Vec<PathBuf>> {
         let diff_ids = diff_ids(config)?;
         if diff_ids.len() != manifest.layers.len() {
             return Err(ImageError::InvalidContent(format!(
@@ -150,16 +157,28 @@ impl ImageStore {
                 if !self.blobs.contains(&layer.digest) {
                     return Err(ImageError::NotFound(format!("layer {}", layer.digest)));
                 }
-                self.snapshots.ensure(chain, diff_id, &self.blobs.path(&layer.digest))
+                self.snapshots
+                    .ensure(chain, diff_id, &self.blobs.path(&layer.digest))
             })
             .collect()
     }
 
     /// Records an image whose config and layer blobs are already stored: stores the
     /// manifest, unpacks and verifies the layers, then points `tags` at it.
-    pub(crate) fn register(&self, manifest_bytes: &[u8], tags: &[String], repo_digest: Option<String>) -> Result<ImageId> {
-        let Document::Image { manifest, media_type } = Document::parse(manifest_bytes)? else {
-            return Err(ImageError::InvalidContent("expected an image manifest, got an index".into()));
+    pub(crate) fn register(
+        &self,
+        manifest_bytes: &[u8],
+        tags: &[String],
+        repo_digest: Option<String>,
+    ) -> Result<ImageId> {
+        let Document::Image {
+            manifest,
+            media_type,
+        } = Document::parse(manifest_bytes)?
+        else {
+            return Err(ImageError::InvalidContent(
+                "expected an image manifest, got an index".into(),
+            ));
         };
         let config = parse_config(&self.blobs.read(&manifest.config.digest)?)?;
         self.ensure_snapshots(&manifest, &config)?;
@@ -167,14 +186,17 @@ impl ImageStore {
         let id = manifest.config.digest.clone();
         let size = manifest.layers.iter().map(|l| l.size).sum();
         self.db.update(|records| {
-            let record = records.images.entry(id.clone()).or_insert_with(|| ImageRecord {
-                id: id.clone(),
-                manifest: manifest_digest.clone(),
-                manifest_media_type: media_type.clone(),
-                repo_tags: BTreeSet::new(),
-                repo_digests: BTreeSet::new(),
-                size,
-            });
+            let record = records
+                .images
+                .entry(id.clone())
+                .or_insert_with(|| ImageRecord {
+                    id: id.clone(),
+                    manifest: manifest_digest.clone(),
+                    manifest_media_type: media_type.clone(),
+                    repo_tags: BTreeSet::new(),
+                    repo_digests: BTreeSet::new(),
+                    size,
+                });
             record.manifest = manifest_digest.clone();
             record.manifest_media_type = media_type.clone();
             record.size = size;
@@ -223,14 +245,21 @@ impl ImageStore {
     /// Removes a name, or the image itself when it is addressed by ID or by its last name,
     /// then frees content nothing references any more.
     pub fn remove(&self, reference_or_id: &str, force: bool) -> Result<Vec<Removed>> {
-        let removed = self.db.update(|records| self.remove_record(records, reference_or_id, force))?;
+        let removed = self
+            .db
+            .update(|records| self.remove_record(records, reference_or_id, force))?;
         if removed.iter().any(|r| matches!(r, Removed::Deleted(_))) {
             self.collect_garbage()?;
         }
         Ok(removed)
     }
 
-    fn remove_record(&self, records: &mut Records, reference_or_id: &str, force: bool) -> Result<Vec<Removed>> {
+    fn remove_record(
+        &self,
+        records: &mut Records,
+        reference_or_id: &str,
+        force: bool,
+    ) -> Result<Vec<Removed>> {
         let record = records.lookup(reference_or_id)?.clone();
         let named = ImageReference::parse(reference_or_id)
             .ok()
@@ -257,8 +286,17 @@ impl ImageStore {
             )));
         }
         records.images.remove(&record.id);
-        let mut removed: Vec<Removed> = record.repo_tags.iter().map(|t| Removed::Untagged(familiar(t))).collect();
-        removed.extend(record.repo_digests.iter().map(|d| Removed::Untagged(familiar(d))));
+        let mut removed: Vec<Removed> = record
+            .repo_tags
+            .iter()
+            .map(|t| Removed::Untagged(familiar(t)))
+            .collect();
+        removed.extend(
+            record
+                .repo_digests
+                .iter()
+                .map(|d| Removed::Untagged(familiar(d))),
+        );
         removed.push(Removed::Deleted(record.id));
         Ok(removed)
     }
@@ -278,13 +316,17 @@ impl ImageStore {
             Ok(victims)
         })?;
         let reclaimed_bytes = self.collect_garbage()?;
-        Ok(PruneReport { deleted, reclaimed_bytes })
+        Ok(PruneReport {
+            deleted,
+            reclaimed_bytes,
+        })
     }
 
     /// Deletes blobs and snapshots no recorded image references; returns the bytes freed.
     fn collect_garbage(&self) -> Result<u64> {
         let lock = open_lock(&self.dir.join("gc.lock"))?;
-        lock.lock().map_err(ImageError::io("locking the image store"))?;
+        lock.lock()
+            .map_err(ImageError::io("locking the image store"))?;
         let records = self.db.read()?;
         let mut keep_blobs = HashSet::new();
         let mut keep_snapshots = HashSet::new();
@@ -307,7 +349,11 @@ impl ImageStore {
         if let Ok(entries) = std::fs::read_dir(self.blobs.tmp_dir()) {
             for entry in entries.filter_map(|e| e.ok()) {
                 let path = entry.path();
-                let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
             }
         }
         Ok(reclaimed)
@@ -319,7 +365,12 @@ impl ImageStore {
         let config: serde_json::Value = serde_json::from_slice(&self.blobs.read(&image.id)?)
             .map_err(ImageError::json("parsing image config"))?;
         let field = |name: &str| config.get(name).cloned().unwrap_or(serde_json::Value::Null);
-        let lower: Vec<String> = image.layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let lower: Vec<String> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         Ok(json!({
             "Id": image.id,
             "RepoTags": image.references,
@@ -348,10 +399,12 @@ impl ImageStore {
 /// The fully-qualified `registry/repo:tag` a user-given name stands for.
 pub(crate) fn tag_name(text: &str) -> Result<String> {
     let reference = ImageReference::parse(text)?;
-    reference.tagged_name().ok_or_else(|| ImageError::InvalidReference {
-        reference: text.to_owned(),
-        reason: "a digest cannot be used as a tag".into(),
-    })
+    reference
+        .tagged_name()
+        .ok_or_else(|| ImageError::InvalidReference {
+            reference: text.to_owned(),
+            reason: "a digest cannot be used as a tag".into(),
+        })
 }
 
 pub(crate) fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration> {
@@ -359,7 +412,12 @@ pub(crate) fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration> {
 }
 
 pub(crate) fn diff_ids(config: &ImageConfiguration) -> Result<Vec<Digest>> {
-    config.rootfs().diff_ids().iter().map(|d| Digest::parse(d)).collect()
+    config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| Digest::parse(d))
+        .collect()
 }
 
 /// `repository` and `tag` columns for a familiar name.

@@ -13,7 +13,9 @@ fn store() -> (tempfile::TempDir, ImageStore) {
 }
 
 fn blob_count(root: &std::path::Path) -> usize {
-    fs::read_dir(root.join("images/blobs/sha256")).unwrap().count()
+    fs::read_dir(root.join("images/blobs/sha256"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -25,13 +27,33 @@ fn an_imported_busybox_resolves_to_a_runnable_root_filesystem() {
     assert_eq!(image.references, vec!["busybox:test".to_string()]);
     assert_eq!(image.layers.len(), 1);
     let layer = &image.layers[0];
-    assert_eq!(fs::metadata(layer.join("bin/busybox")).unwrap().len(), fs::metadata("/bin/busybox").unwrap().len());
-    assert_eq!(fs::read_link(layer.join("bin/sh")).unwrap(), std::path::Path::new("/bin/busybox"));
-    assert!(fs::read_to_string(layer.join("etc/passwd")).unwrap().starts_with("root:x:0:0:"));
-    assert_eq!(fs::metadata(layer.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+    assert_eq!(
+        fs::metadata(layer.join("bin/busybox")).unwrap().len(),
+        fs::metadata("/bin/busybox").unwrap().len()
+    );
+    assert_eq!(
+        fs::read_link(layer.join("bin/sh")).unwrap(),
+        std::path::Path::new("/bin/busybox")
+    );
+    assert!(
+        fs::read_to_string(layer.join("etc/passwd"))
+            .unwrap()
+            .starts_with("root:x:0:0:")
+    );
+    assert_eq!(
+        fs::metadata(layer.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
     let config = image.config.config().as_ref().unwrap();
     assert_eq!(config.cmd().as_ref().unwrap(), &vec!["/bin/sh".to_string()]);
-    assert!(config.env().as_ref().unwrap().iter().any(|e| e.starts_with("PATH=")));
+    assert!(
+        config
+            .env()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("PATH="))
+    );
 
     // By ID prefix too, and inspect speaks Docker's field names.
     assert_eq!(store.resolve(&id.hex()[..12]).unwrap().id, id);
@@ -46,25 +68,44 @@ fn an_imported_busybox_resolves_to_a_runnable_root_filesystem() {
 fn tags_untag_and_removal_follow_docker() {
     let (root, store) = store();
     let id = import_busybox(&store).unwrap();
-    store.tag(BUSYBOX_TAG, "localhost:5000/tools/box:1").unwrap();
+    store
+        .tag(BUSYBOX_TAG, "localhost:5000/tools/box:1")
+        .unwrap();
     let listed = store.list().unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].repo_tags, vec!["busybox:test".to_string(), "localhost:5000/tools/box:1".to_string()]);
+    assert_eq!(
+        listed[0].repo_tags,
+        vec![
+            "busybox:test".to_string(),
+            "localhost:5000/tools/box:1".to_string()
+        ]
+    );
 
     // By ID with two names: refused without force.
     let refused = store.remove(id.as_str(), false).unwrap_err();
     assert!(matches!(refused, ImageError::Conflict(_)), "{refused}");
 
     // By name: only that name goes.
-    assert_eq!(store.remove("localhost:5000/tools/box:1", false).unwrap(), vec![Removed::Untagged("localhost:5000/tools/box:1".into())]);
+    assert_eq!(
+        store.remove("localhost:5000/tools/box:1", false).unwrap(),
+        vec![Removed::Untagged("localhost:5000/tools/box:1".into())]
+    );
     assert!(blob_count(root.path()) >= 3);
 
     // The last name takes the image and its content with it.
     let removed = store.remove(BUSYBOX_TAG, false).unwrap();
     assert_eq!(removed.last(), Some(&Removed::Deleted(id)));
-    assert!(matches!(store.resolve(BUSYBOX_TAG), Err(ImageError::NotFound(_))));
+    assert!(matches!(
+        store.resolve(BUSYBOX_TAG),
+        Err(ImageError::NotFound(_))
+    ));
     assert_eq!(blob_count(root.path()), 0);
-    assert_eq!(fs::read_dir(root.path().join("images/snapshots")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(root.path().join("images/snapshots"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -73,8 +114,13 @@ fn images_in_use_are_spared_unless_forced() {
     let plain = ImageStore::open(root.path()).unwrap();
     let id = import_busybox(&plain).unwrap();
     let used = id.clone();
-    let guarded = plain.clone().with_usage_check(std::sync::Arc::new(move |candidate| *candidate == used));
-    assert!(matches!(guarded.remove(BUSYBOX_TAG, false), Err(ImageError::Conflict(_))));
+    let guarded = plain
+        .clone()
+        .with_usage_check(std::sync::Arc::new(move |candidate| *candidate == used));
+    assert!(matches!(
+        guarded.remove(BUSYBOX_TAG, false),
+        Err(ImageError::Conflict(_))
+    ));
     assert!(guarded.prune(true).unwrap().deleted.is_empty());
     assert!(guarded.remove(BUSYBOX_TAG, true).is_ok());
 }
@@ -91,7 +137,11 @@ fn prune_removes_dangling_images_only() {
     assert_eq!(report.deleted, vec![first]);
     assert!(report.reclaimed_bytes > 0);
     assert_eq!(store.list().unwrap().len(), 1);
-    assert!(store.resolve(BUSYBOX_TAG).unwrap().layers[0].join("bin/busybox").is_file());
+    assert!(
+        store.resolve(BUSYBOX_TAG).unwrap().layers[0]
+            .join("bin/busybox")
+            .is_file()
+    );
 }
 
 fn round_trip(format: ArchiveFormat) {
@@ -100,14 +150,21 @@ fn round_trip(format: ArchiveFormat) {
     store.tag(BUSYBOX_TAG, "example.com/a/b:v2").unwrap();
     let archive = root.path().join("image.tar");
     store
-        .save(&[BUSYBOX_TAG.to_string(), "example.com/a/b:v2".to_string()], format, fs::File::create(&archive).unwrap())
+        .save(
+            &[BUSYBOX_TAG.to_string(), "example.com/a/b:v2".to_string()],
+            format,
+            fs::File::create(&archive).unwrap(),
+        )
         .unwrap();
     store.remove(id.as_str(), true).unwrap();
     assert!(store.list().unwrap().is_empty());
 
     let loaded = store.load(fs::File::open(&archive).unwrap()).unwrap();
     let ids: Vec<_> = loaded.iter().map(|l| l.id.clone()).collect();
-    assert!(ids.iter().all(|loaded_id| *loaded_id == id), "{ids:?} != {id}");
+    assert!(
+        ids.iter().all(|loaded_id| *loaded_id == id),
+        "{ids:?} != {id}"
+    );
     let image = store.resolve("example.com/a/b:v2").unwrap();
     assert_eq!(image.id, id);
     assert_eq!(store.resolve(BUSYBOX_TAG).unwrap().id, id);
@@ -129,10 +186,19 @@ fn docker_archive_layout_is_what_docker_load_expects() {
     let (root, store) = store();
     let id = import_busybox(&store).unwrap();
     let archive = root.path().join("image.tar");
-    store.save(&[BUSYBOX_TAG.to_string()], ArchiveFormat::DockerArchive, fs::File::create(&archive).unwrap()).unwrap();
+    store
+        .save(
+            &[BUSYBOX_TAG.to_string()],
+            ArchiveFormat::DockerArchive,
+            fs::File::create(&archive).unwrap(),
+        )
+        .unwrap();
     let mut names = Vec::new();
     let mut manifest = None;
-    for entry in tar::Archive::new(fs::File::open(&archive).unwrap()).entries().unwrap() {
+    for entry in tar::Archive::new(fs::File::open(&archive).unwrap())
+        .entries()
+        .unwrap()
+    {
         let mut entry = entry.unwrap();
         let name = entry.path().unwrap().display().to_string();
         if name == "manifest.json" {

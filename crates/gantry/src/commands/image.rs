@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use gantry_image::{
-    ArchiveFormat, Credentials, Digest, ImageReference, ImageStore, ImportOptions, LayerProgress, PullOptions,
-    Removed, repository_and_tag,
+    ArchiveFormat, Credentials, Digest, ImageReference, ImageStore, ImportOptions, LayerProgress,
+    PullOptions, Removed, repository_and_tag,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -227,19 +227,35 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn registry_options(args: &RegistryArgs, quiet: bool) -> anyhow::Result<(PullOptions, Option<Arc<Bars>>)> {
+fn registry_options(
+    args: &RegistryArgs,
+    quiet: bool,
+) -> anyhow::Result<(PullOptions, Option<Arc<Bars>>)> {
     let credentials = match (&args.username, args.password_stdin) {
         (Some(username), true) => {
             let mut password = String::new();
-            std::io::stdin().lock().read_line(&mut password).context("reading the password from stdin")?;
-            Some(Credentials { username: username.clone(), password: password.trim_end_matches(['\r', '\n']).to_owned() })
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            Some(Credentials {
+                username: username.clone(),
+                password: password.trim_end_matches(['\r', '\n']).to_owned(),
+            })
         }
         (Some(_), false) => bail!("--username needs --password-stdin"),
         (None, _) => None,
     };
     let bars = (!quiet).then(|| Arc::new(Bars::new()));
     let progress = bars.clone().map(|b| b as Arc<dyn LayerProgress>);
-    Ok((PullOptions { credentials, insecure: args.insecure, progress }, bars))
+    Ok((
+        PullOptions {
+            credentials,
+            insecure: args.insecure,
+            progress,
+        },
+        bars,
+    ))
 }
 
 fn pull(store: &ImageStore, args: PullArgs) -> anyhow::Result<()> {
@@ -247,12 +263,18 @@ fn pull(store: &ImageStore, args: PullArgs) -> anyhow::Result<()> {
     let (options, _bars) = registry_options(&args.registry, args.quiet)?;
     if !args.quiet {
         let what = reference.tag().unwrap_or("digest");
-        println!("{what}: Pulling from {}", gantry_image::familiar(&reference.name()));
+        println!(
+            "{what}: Pulling from {}",
+            gantry_image::familiar(&reference.name())
+        );
     }
     let id = runtime()?.block_on(store.pull(&args.image, &options))?;
     let image = store.resolve(id.as_str())?;
     if args.quiet {
-        println!("{}", reference.tagged_name().unwrap_or_else(|| reference.name()));
+        println!(
+            "{}",
+            reference.tagged_name().unwrap_or_else(|| reference.name())
+        );
         return Ok(());
     }
     let name = reference.name();
@@ -263,7 +285,12 @@ fn pull(store: &ImageStore, args: PullArgs) -> anyhow::Result<()> {
         println!("Digest: {digest}");
     }
     println!("Status: Downloaded image for {reference}");
-    println!("{}", reference.tagged_name().unwrap_or_else(|| format!("{name}@{}", image.manifest)));
+    println!(
+        "{}",
+        reference
+            .tagged_name()
+            .unwrap_or_else(|| format!("{name}@{}", image.manifest))
+    );
     Ok(())
 }
 
@@ -275,28 +302,48 @@ fn push(store: &ImageStore, args: PushArgs) -> anyhow::Result<()> {
     }
     let digest = runtime()?.block_on(store.push(&args.image, &options))?;
     let size = store.blob_size(&digest).unwrap_or(0);
-    println!("{}: digest: {digest} size: {size}", reference.tag().unwrap_or("latest"));
+    println!(
+        "{}: digest: {digest} size: {size}",
+        reference.tag().unwrap_or("latest")
+    );
     Ok(())
 }
 
 fn list(store: &ImageStore, args: ListArgs) -> anyhow::Result<()> {
-    let filter = args.repository.as_deref().map(|r| repository_and_tag(r));
+    let filter = args.repository.as_deref().map(repository_and_tag);
     let now = jiff::Timestamp::now();
     let mut rows = Vec::new();
     for image in store.list()? {
-        let id = if args.no_trunc { image.id.to_string() } else { image.id.short().to_owned() };
-        let created = image.created.as_deref().map_or_else(|| "N/A".to_owned(), |c| time_ago(c, now));
+        let id = if args.no_trunc {
+            image.id.to_string()
+        } else {
+            image.id.short().to_owned()
+        };
+        let created = image
+            .created
+            .as_deref()
+            .map_or_else(|| "N/A".to_owned(), |c| time_ago(c, now));
         let names: Vec<(String, String)> = if image.repo_tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            image.repo_tags.iter().map(|t| repository_and_tag(t)).collect()
+            image
+                .repo_tags
+                .iter()
+                .map(|t| repository_and_tag(t))
+                .collect()
         };
         for (repository, tag) in names {
             let wanted = filter.as_ref().is_none_or(|(repo, want_tag)| {
                 *repo == repository && (want_tag.is_empty() || *want_tag == tag)
             });
             if wanted {
-                rows.push([repository, tag, id.clone(), created.clone(), human_size(image.size)]);
+                rows.push([
+                    repository,
+                    tag,
+                    id.clone(),
+                    created.clone(),
+                    human_size(image.size),
+                ]);
             }
         }
     }
@@ -319,7 +366,11 @@ fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", padded.join("   ").trim_end());
     };
     line(header.to_vec());
@@ -347,7 +398,10 @@ fn remove(store: &ImageStore, args: RemoveArgs) -> anyhow::Result<()> {
         }
     }
     if failures > 0 {
-        bail!("{failures} of {} images could not be removed", args.images.len());
+        bail!(
+            "{failures} of {} images could not be removed",
+            args.images.len()
+        );
     }
     Ok(())
 }
@@ -361,14 +415,18 @@ fn prune(store: &ImageStore, args: PruneArgs) -> anyhow::Result<()> {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed_bytes)
+    );
     Ok(())
 }
 
 fn load(store: &ImageStore, args: LoadArgs) -> anyhow::Result<()> {
     let loaded = match &args.input {
         Some(path) => {
-            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             store.load(file)?
         }
         None => {
@@ -400,15 +458,22 @@ fn save(store: &ImageStore, args: SaveArgs) -> anyhow::Result<()> {
     match &args.output {
         Some(path) => {
             // Written beside the target and renamed, so a failed save leaves no truncated archive.
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let mut temp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating {}", path.display()))?;
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut temp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("creating {}", path.display()))?;
             store.save(&args.images, format, temp.as_file_mut())?;
-            temp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+            temp.persist(path)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         None => {
             let stdout = std::io::stdout();
             if stdout.is_terminal() {
-                bail!("refusing to write the archive to a terminal; use -o FILE or redirect stdout");
+                bail!(
+                    "refusing to write the archive to a terminal; use -o FILE or redirect stdout"
+                );
             }
             store.save(&args.images, format, stdout.lock())?;
         }
@@ -417,7 +482,10 @@ fn save(store: &ImageStore, args: SaveArgs) -> anyhow::Result<()> {
 }
 
 fn import(store: &ImageStore, args: ImportArgs) -> anyhow::Result<()> {
-    let mut options = ImportOptions { message: args.message, ..Default::default() };
+    let mut options = ImportOptions {
+        message: args.message,
+        ..Default::default()
+    };
     for change in &args.change {
         apply_change(&mut options, change)?;
     }
@@ -428,7 +496,10 @@ fn import(store: &ImageStore, args: ImportArgs) -> anyhow::Result<()> {
 
 /// Applies one `--change` Dockerfile instruction, in JSON (`CMD ["a","b"]`) or shell form.
 fn apply_change(options: &mut ImportOptions, change: &str) -> anyhow::Result<()> {
-    let (instruction, value) = change.trim().split_once(char::is_whitespace).unwrap_or((change.trim(), ""));
+    let (instruction, value) = change
+        .trim()
+        .split_once(char::is_whitespace)
+        .unwrap_or((change.trim(), ""));
     let value = value.trim();
     let command = || -> Vec<String> {
         serde_json::from_str::<Vec<String>>(value)
@@ -446,7 +517,9 @@ fn apply_change(options: &mut ImportOptions, change: &str) -> anyhow::Result<()>
         },
         "WORKDIR" => options.working_dir = Some(value.to_owned()),
         "USER" => options.user = Some(value.to_owned()),
-        other => bail!("unsupported --change instruction {other} (CMD, ENTRYPOINT, ENV, WORKDIR and USER are)"),
+        other => bail!(
+            "unsupported --change instruction {other} (CMD, ENTRYPOINT, ENV, WORKDIR and USER are)"
+        ),
     }
     Ok(())
 }
@@ -498,7 +571,13 @@ fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    let precision = if value >= 100.0 || unit == 0 { 0 } else if value >= 10.0 { 1 } else { 2 };
+    let precision = if value >= 100.0 || unit == 0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
     format!("{value:.precision$}{}", UNITS[unit])
 }
 
@@ -512,8 +591,16 @@ struct Bars {
 impl Bars {
     fn new() -> Bars {
         let interactive = std::io::stderr().is_terminal();
-        let target = if interactive { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        Bars { multi: MultiProgress::with_draw_target(target), bars: Mutex::new(HashMap::new()), interactive }
+        let target = if interactive {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Bars {
+            multi: MultiProgress::with_draw_target(target),
+            bars: Mutex::new(HashMap::new()),
+            interactive,
+        }
     }
 
     fn bar(&self, digest: &Digest) -> ProgressBar {
@@ -521,9 +608,11 @@ impl Bars {
         bars.entry(digest.clone())
             .or_insert_with(|| {
                 let bar = self.multi.add(ProgressBar::new(0));
-                let style = ProgressStyle::with_template("{prefix}: {msg} [{bar:30}] {bytes}/{total_bytes}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+                let style = ProgressStyle::with_template(
+                    "{prefix}: {msg} [{bar:30}] {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(digest.short().to_owned());
                 bar
@@ -545,7 +634,10 @@ impl LayerProgress for Bars {
 
     fn finished(&self, digest: &Digest, status: &str) {
         let bar = self.bar(digest);
-        bar.set_style(ProgressStyle::with_template("{prefix}: {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix}: {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         bar.finish_with_message(status.to_owned());
         if !self.interactive {
             println!("{}: {status}", digest.short());
