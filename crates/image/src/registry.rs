@@ -9,7 +9,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::digest::{Digest, Hasher, ImageId};
 use crate::error::{ImageError, Result};
@@ -19,6 +19,9 @@ use crate::store::{ImageStore, parse_config};
 
 /// How many layers download at once.
 const CONCURRENT_LAYERS: usize = 3;
+
+/// Bytes read from disk per upload chunk.
+const UPLOAD_CHUNK: usize = 1 << 20;
 
 /// A registry user name and password (or token).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,19 +191,36 @@ impl Session {
             return Ok(());
         }
         let path = store.blobs.path(digest);
-        let bytes = tokio::fs::read(&path)
+        let file = tokio::fs::File::open(&path)
             .await
             .map_err(ImageError::io(format!("reading blob {digest}")))?;
-        self.report(|p| p.started(digest, Some(bytes.len() as u64)));
-        let size = bytes.len() as u64;
+        let size = file
+            .metadata()
+            .await
+            .map_err(ImageError::io(format!("reading blob {digest}")))?
+            .len();
+        self.report(|p| p.started(digest, Some(size)));
+        let progress = self.progress.clone();
+        let reported = digest.clone();
+        let chunks = futures::stream::try_unfold(file, |mut file| async move {
+            let mut buffer = vec![0u8; UPLOAD_CHUNK];
+            let read = file.read(&mut buffer).await?;
+            if read == 0 {
+                return Ok(None);
+            }
+            buffer.truncate(read);
+            Ok::<_, OciDistributionError>(Some((bytes::Bytes::from(buffer), file)))
+        })
+        .inspect_ok(move |chunk| {
+            if let Some(progress) = &progress {
+                progress.advanced(&reported, chunk.len() as u64);
+            }
+        });
         self.client
-            .push_blob(self.reference.oci(), bytes, digest.as_str())
+            .push_blob_stream(self.reference.oci(), chunks, digest.as_str(), Some(size))
             .await
             .map_err(|e| self.error("push", e))?;
-        self.report(|p| {
-            p.advanced(digest, size);
-            p.finished(digest, "Pushed");
-        });
+        self.report(|p| p.finished(digest, "Pushed"));
         Ok(())
     }
 }

@@ -14,6 +14,8 @@ use crate::error::{ImageError, Result};
 use crate::layer::{open_layer, unpack_layer};
 
 const TMP_PREFIX: &str = ".tmp-";
+/// Beside `fs`: the uncompressed size of the layer, what Docker reports as image size.
+const SIZE_FILE: &str = "size";
 
 /// The chain IDs of a stack of layers, bottom first (OCI image spec, "ChainID").
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
@@ -44,6 +46,15 @@ impl Snapshots {
         self.dir.join(chain_id.hex()).join("fs")
     }
 
+    /// The uncompressed size of an unpacked layer, if recorded.
+    pub(crate) fn size(&self, chain_id: &Digest) -> Option<u64> {
+        fs::read_to_string(self.dir.join(chain_id.hex()).join(SIZE_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Unpacks `layer_blob` as the snapshot `chain_id` unless it already exists,
     /// checking that its uncompressed content hashes to `diff_id`.
     pub(crate) fn ensure(
@@ -66,7 +77,7 @@ impl Snapshots {
             "opening layer {}",
             layer_blob.display()
         )))?;
-        let (actual, _) = unpack_layer(open_layer(blob)?, &staging_fs)?;
+        let (actual, size) = unpack_layer(open_layer(blob)?, &staging_fs)?;
         if actual != *diff_id {
             return Err(ImageError::DigestMismatch {
                 what: "layer diff ID".into(),
@@ -74,6 +85,8 @@ impl Snapshots {
                 actual: actual.to_string(),
             });
         }
+        fs::write(staging.path().join(SIZE_FILE), size.to_string())
+            .map_err(ImageError::io("recording the snapshot size"))?;
         let staging = staging.keep();
         match fs::rename(&staging, self.dir.join(chain_id.hex())) {
             Ok(()) => Ok(fs_dir),

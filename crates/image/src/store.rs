@@ -47,7 +47,7 @@ pub struct Image {
     pub config: ImageConfiguration,
     /// Snapshot directories, bottom layer first; stack them as overlay lowerdirs.
     pub layers: Vec<PathBuf>,
-    /// Stored size of the image's layers in bytes.
+    /// Uncompressed size of the image's layers in bytes.
     pub size: u64,
 }
 
@@ -57,6 +57,8 @@ pub struct ImageSummary {
     pub id: ImageId,
     /// Familiar `repository:tag` names; empty for a dangling image.
     pub repo_tags: Vec<String>,
+    /// Familiar `repository@sha256:…` names (an image pulled by digest has only these).
+    pub repo_digests: Vec<String>,
     /// RFC 3339 creation time from the image config, if the author recorded one.
     pub created: Option<String>,
     pub size: u64,
@@ -109,6 +111,7 @@ impl ImageStore {
 
     /// Finds a local image by name or ID and makes sure its snapshots exist.
     pub fn resolve(&self, reference_or_id: &str) -> Result<Image> {
+        let _lease = self.lease()?;
         let record = self.db.read()?.lookup(reference_or_id)?.clone();
         let manifest = self.manifest(&record.manifest)?;
         let config_bytes = self.blobs.read(&manifest.config.digest)?;
@@ -184,7 +187,11 @@ impl ImageStore {
         self.ensure_snapshots(&manifest, &config)?;
         let manifest_digest = self.blobs.put(manifest_bytes)?;
         let id = manifest.config.digest.clone();
-        let size = manifest.layers.iter().map(|l| l.size).sum();
+        let size = chain_ids(&diff_ids(&config)?)
+            .iter()
+            .zip(&manifest.layers)
+            .map(|(chain, layer)| self.snapshots.size(chain).unwrap_or(layer.size))
+            .sum();
         self.db.update(|records| {
             let record = records
                 .images
@@ -220,6 +227,7 @@ impl ImageStore {
             .map(|record| ImageSummary {
                 id: record.id.clone(),
                 repo_tags: record.repo_tags.iter().map(|t| familiar(t)).collect(),
+                repo_digests: record.repo_digests.iter().map(|d| familiar(d)).collect(),
                 created: self
                     .blobs
                     .read(&record.id)

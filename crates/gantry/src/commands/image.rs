@@ -268,8 +268,10 @@ fn pull(store: &ImageStore, args: PullArgs) -> anyhow::Result<()> {
             gantry_image::familiar(&reference.name())
         );
     }
+    let before = store.resolve(&args.image).ok().map(|image| image.manifest);
     let id = runtime()?.block_on(store.pull(&args.image, &options))?;
     let image = store.resolve(id.as_str())?;
+    let up_to_date = before.as_ref() == Some(&image.manifest);
     if args.quiet {
         println!(
             "{}",
@@ -284,7 +286,11 @@ fn pull(store: &ImageStore, args: PullArgs) -> anyhow::Result<()> {
     }) {
         println!("Digest: {digest}");
     }
-    println!("Status: Downloaded image for {reference}");
+    if up_to_date {
+        println!("Status: Image is up to date for {reference}");
+    } else {
+        println!("Status: Downloaded newer image for {reference}");
+    }
     println!(
         "{}",
         reference
@@ -323,15 +329,26 @@ fn list(store: &ImageStore, args: ListArgs) -> anyhow::Result<()> {
             .created
             .as_deref()
             .map_or_else(|| "N/A".to_owned(), |c| time_ago(c, now));
-        let names: Vec<(String, String)> = if image.repo_tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
-        } else {
-            image
-                .repo_tags
+        let mut names: Vec<(String, String)> = image
+            .repo_tags
+            .iter()
+            .map(|t| repository_and_tag(t))
+            .collect();
+        if names.is_empty() {
+            let mut repositories: Vec<String> = image
+                .repo_digests
                 .iter()
-                .map(|t| repository_and_tag(t))
-                .collect()
-        };
+                .filter_map(|d| Some(d.split_once('@')?.0.to_owned()))
+                .collect();
+            repositories.dedup();
+            names = repositories
+                .into_iter()
+                .map(|repo| (repo, "<none>".to_owned()))
+                .collect();
+        }
+        if names.is_empty() {
+            names.push(("<none>".into(), "<none>".into()));
+        }
         for (repository, tag) in names {
             let wanted = filter.as_ref().is_none_or(|(repo, want_tag)| {
                 *repo == repository && (want_tag.is_empty() || *want_tag == tag)
