@@ -15,7 +15,7 @@ use crate::digest::{Digest, Hasher, ImageId};
 use crate::error::{ImageError, Result};
 use crate::manifest::{ACCEPTED_MANIFESTS, Descriptor, Document, Manifest, Platform};
 use crate::reference::ImageReference;
-use crate::store::{ImageStore, parse_config};
+use crate::store::{Image, ImageStore, parse_config};
 
 /// How many layers download at once.
 const CONCURRENT_LAYERS: usize = 3;
@@ -117,16 +117,22 @@ impl Session {
         }
     }
 
-    /// Downloads one blob into the store unless it is already there.
+    /// Downloads one blob into the store unless it is already there. `done` is the status
+    /// to report; `None` keeps blobs users do not think of as layers (the config) quiet.
     async fn fetch_blob(
         &self,
         store: &ImageStore,
         descriptor: &Descriptor,
-        done: &str,
+        done: Option<&str>,
     ) -> Result<()> {
         let digest = &descriptor.digest;
+        let report = |event: &dyn Fn(&dyn LayerProgress)| {
+            if done.is_some() {
+                self.report(event);
+            }
+        };
         if store.blobs.contains(digest) {
-            self.report(|p| p.finished(digest, "Already exists"));
+            report(&|p| p.finished(digest, "Already exists"));
             return Ok(());
         }
         let oci_descriptor = oci_client::manifest::OciDescriptor {
@@ -141,7 +147,8 @@ impl Session {
             .pull_blob_stream(self.reference.oci(), &oci_descriptor)
             .await
             .map_err(|e| self.error("pull", e))?;
-        self.report(|p| p.started(digest, stream.content_length.or(Some(descriptor.size))));
+        let total = stream.content_length.or(Some(descriptor.size));
+        report(&|p| p.started(digest, total));
         let temp = store.blobs.new_temp()?;
         let mut file = tokio::fs::File::from_std(
             temp.reopen()
@@ -154,7 +161,7 @@ impl Session {
             file.write_all(&chunk)
                 .await
                 .map_err(ImageError::io("writing a temporary blob"))?;
-            self.report(|p| p.advanced(digest, chunk.len() as u64));
+            report(&|p| p.advanced(digest, chunk.len() as u64));
         }
         file.flush()
             .await
@@ -175,7 +182,9 @@ impl Session {
                 context: "storing blob".into(),
                 source: std::io::Error::other(e),
             })??;
-        self.report(|p| p.finished(digest, done));
+        if let Some(done) = done {
+            report(&|p| p.finished(digest, done));
+        }
         Ok(())
     }
 
@@ -264,12 +273,10 @@ impl ImageStore {
                 "an index points at another index".into(),
             ));
         };
-        session
-            .fetch_blob(self, &manifest.config, "Config downloaded")
-            .await?;
+        session.fetch_blob(self, &manifest.config, None).await?;
         check_platform(&parse_config(&self.blobs.read(&manifest.config.digest)?)?)?;
         futures::stream::iter(&manifest.layers)
-            .map(|layer| session.fetch_blob(self, layer, "Download complete"))
+            .map(|layer| session.fetch_blob(self, layer, Some("Download complete")))
             .buffer_unordered(CONCURRENT_LAYERS)
             .try_collect::<Vec<()>>()
             .await?;
@@ -291,6 +298,20 @@ impl ImageStore {
         })
         .await?;
         Ok(id)
+    }
+
+    /// What `gantry run` needs: the local image, pulled first if there is none.
+    pub async fn resolve_or_pull(&self, reference: &str, options: &PullOptions) -> Result<Image> {
+        let store = self.clone();
+        let wanted = reference.to_owned();
+        match blocking(move || store.resolve(&wanted)).await {
+            Err(ImageError::NotFound(_)) => {
+                let id = self.pull(reference, options).await?;
+                let store = self.clone();
+                blocking(move || store.resolve(id.as_str())).await
+            }
+            found => found,
+        }
     }
 
     /// Pushes a local image under `reference` and returns the manifest digest.

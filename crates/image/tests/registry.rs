@@ -98,6 +98,14 @@ async fn an_index_pull_selects_the_host_platform_or_explains_the_mismatch() {
         .resolve(&format!("{}/multi/busybox:all", registry.host()))
         .unwrap();
     assert!(image.layers[0].join("bin/busybox").is_file());
+    // Not yet local under this name: resolve_or_pull fetches it (the blobs are shared).
+    let single = fresh
+        .resolve_or_pull(&name, &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(single.id, id);
+    let pinned = format!("{}/multi/busybox@{manifest}", registry.host());
+    assert!(single.repo_digests.contains(&pinned), "{:?}", single.repo_digests);
 
     let error = fresh
         .pull(
