@@ -1,78 +1,13 @@
-//! `gantry push` / `rmi` / `pull` against a real registry (Debian's `docker-registry`)
-//! listening on 127.0.0.1 with its storage in a temp dir.
+//! `gantry push` / `rmi` / `pull` / `login` against a real registry (Debian's
+//! `docker-registry`) listening on 127.0.0.1 with its storage in a temp dir.
 
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::symlink;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+use gantry_image::test_support::TestRegistry;
 
-/// A registry process that is killed, and its storage removed, when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
-        let registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        registry.wait_ready();
-        registry
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start listening on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("localhost:{}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Runs the real `gantry` binary against a private root and HOME.
 struct Gantry {
     root: tempfile::TempDir,
 }
@@ -84,39 +19,58 @@ impl Gantry {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
+        command
             .arg("--root")
-            .arg(self.root.path())
+            .arg(self.root.path().join("state"))
             .args(args)
             .env("RUST_BACKTRACE", "0")
             .env("HOME", self.root.path())
-            .output()
+            .env_remove("DOCKER_CONFIG");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
             .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "gantry {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        succeeded(args, self.run(args))
     }
+}
+
+fn succeeded(args: &[&str], output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "gantry {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 fn busybox_rootfs(dir: &Path) -> PathBuf {
     let rootfs = dir.join("rootfs");
-    for sub in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "ls", "cat", "echo"] {
-        symlink("/bin/busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    gantry_image::test_support::busybox_rootfs(&rootfs).unwrap();
+    assert!(rootfs.join("bin/sh").symlink_metadata().is_ok());
     rootfs
 }
 
@@ -130,7 +84,7 @@ fn field_after<'a>(text: &'a str, marker: &str) -> &'a str {
 
 #[test]
 fn push_remove_and_pull_back_gives_the_same_image() {
-    let registry = Registry::start();
+    let registry = TestRegistry::start().unwrap();
     let gantry = Gantry::new();
     let name = format!("{}/test/busybox:v1", registry.host());
     let rootfs = busybox_rootfs(gantry.root.path());
@@ -172,7 +126,7 @@ fn push_remove_and_pull_back_gives_the_same_image() {
         "{inspect}"
     );
 
-    // Pulling again is a no-op download: every blob is already there.
+    // Pulling again downloads nothing.
     let again = gantry.ok(&["pull", &name]);
     assert!(again.contains("Already exists"), "{again}");
     assert!(again.contains("Status: Image is up to date"), "{again}");
@@ -180,7 +134,7 @@ fn push_remove_and_pull_back_gives_the_same_image() {
 
 #[test]
 fn pulling_an_unknown_image_says_so_plainly() {
-    let registry = Registry::start();
+    let registry = TestRegistry::start().unwrap();
     let gantry = Gantry::new();
     let name = format!("{}/nope", registry.host());
     let output = gantry.run(&["pull", &name]);
@@ -188,9 +142,47 @@ fn pulling_an_unknown_image_says_so_plainly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "pull access denied / manifest unknown for {}/nope:latest",
+            "Error: pull access denied / manifest unknown for {}/nope:latest",
             registry.host()
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn login_stores_credentials_that_push_and_pull_then_use() {
+    let registry = TestRegistry::start_with_basic_auth("alice", "s3cret").unwrap();
+    let gantry = Gantry::new();
+    let host = registry.host();
+    let name = format!("{host}/private/busybox:1");
+    let rootfs = busybox_rootfs(gantry.root.path());
+    gantry.ok(&["import", rootfs.to_str().unwrap(), &name]);
+
+    let anonymous = gantry.run(&["push", &name]);
+    assert!(!anonymous.status.success());
+
+    let login = [
+        "login",
+        "--username",
+        "alice",
+        "--password-stdin",
+        host.as_str(),
+    ];
+    let wrong = gantry.run_with_stdin(&login, "wrong\n");
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("unauthorized"));
+    assert!(!gantry.root.path().join(".docker/config.json").exists());
+
+    let out = succeeded(&login, gantry.run_with_stdin(&login, "s3cret\n"));
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let config = std::fs::read_to_string(gantry.root.path().join(".docker/config.json")).unwrap();
+    assert!(config.contains(&host), "{config}");
+
+    gantry.ok(&["push", &name]);
+    gantry.ok(&["rmi", &name]);
+    gantry.ok(&["pull", &name]);
+
+    gantry.ok(&["logout", &host]);
+    gantry.ok(&["rmi", &name]);
+    assert!(!gantry.run(&["pull", &name]).status.success());
 }

@@ -493,4 +493,162 @@ mod tests {
         assert_eq!(local.username, "bob");
         assert_eq!(credentials_from_config_text(&text, "quay.io"), None);
     }
+
+    #[test]
+    fn saved_credentials_are_found_again_and_other_settings_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"credsStore": "none", "auths": {"quay.io": {"auth": "eDp5"}}}"#,
+        )
+        .unwrap();
+        let alice = Credentials {
+            username: "alice".into(),
+            password: "pw:with:colons".into(),
+        };
+        save_credentials_in(&path, "localhost:5000", Some(&alice)).unwrap();
+        save_credentials_in(&path, "docker.io", Some(&alice)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            credentials_from_config_text(&text, "localhost:5000"),
+            Some(alice.clone())
+        );
+        assert!(text.contains("https://index.docker.io/v1/") && text.contains("credsStore"));
+        assert_eq!(
+            credentials_from_config_text(&text, "quay.io")
+                .unwrap()
+                .username,
+            "x"
+        );
+
+        save_credentials_in(&path, "localhost:5000", None).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(credentials_from_config_text(&text, "localhost:5000"), None);
+        assert_eq!(
+            credentials_from_config_text(&text, "docker.io"),
+            Some(alice)
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+/// The key `docker login` files Docker Hub credentials under.
+const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+
+/// Checks `credentials` against `registry` (a host such as `localhost:5000` or `docker.io`),
+/// as `docker login` does before saving them.
+pub async fn verify_login(registry: &str, credentials: &Credentials, insecure: bool) -> Result<()> {
+    // Any repository will do to ask the registry who we are; this one need not exist.
+    let probe = ImageReference::parse(&format!("{registry}/gantry-login-probe"))?;
+    let options = PullOptions {
+        credentials: Some(credentials.clone()),
+        insecure,
+        progress: None,
+    };
+    let session = Session::new(probe.clone(), &options);
+    let failed = |error: OciDistributionError| match error {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => ImageError::Registry(format!(
+            "login to {registry} failed: unauthorized: incorrect username or password"
+        )),
+        other => registry_error(&probe, "login to", other),
+    };
+    let token = session
+        .client
+        .auth(probe.oci(), &session.auth, RegistryOperation::Pull)
+        .await
+        .map_err(failed)?;
+    if token.is_some() {
+        return Ok(()); // the token service accepted the credentials
+    }
+    // Basic-auth registries check credentials on every request; a missing repository is fine.
+    match session
+        .client
+        .list_tags(probe.oci(), &session.auth, Some(1), None)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(OciDistributionError::RegistryError { envelope, .. })
+            if envelope
+                .errors
+                .iter()
+                .all(|e| matches!(e.code, OciErrorCode::NameUnknown | OciErrorCode::NotFound)) =>
+        {
+            Ok(())
+        }
+        Err(OciDistributionError::ServerError { code: 404, .. }) => Ok(()),
+        Err(error) => Err(failed(error)),
+    }
+}
+
+/// Saves (or with `None`, forgets) credentials for `registry` in Docker's credential file,
+/// keeping everything else in it. Returns the file's path.
+pub fn save_docker_config_credentials(
+    registry: &str,
+    credentials: Option<&Credentials>,
+) -> Result<PathBuf> {
+    let path = docker_config_path().ok_or_else(|| {
+        ImageError::InvalidContent("neither DOCKER_CONFIG nor HOME is set".into())
+    })?;
+    save_credentials_in(&path, registry, credentials)?;
+    Ok(path)
+}
+
+fn save_credentials_in(
+    path: &std::path::Path,
+    registry: &str,
+    credentials: Option<&Credentials>,
+) -> Result<()> {
+    let mut config: serde_json::Value = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(ImageError::json(format!("parsing {}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(source) => {
+            return Err(ImageError::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            });
+        }
+    };
+    let object = config.as_object_mut().ok_or_else(|| {
+        ImageError::InvalidContent(format!("{} is not a JSON object", path.display()))
+    })?;
+    let auths = object
+        .entry("auths")
+        .or_insert_with(|| serde_json::json!({}));
+    let auths = auths.as_object_mut().ok_or_else(|| {
+        ImageError::InvalidContent(format!("\"auths\" in {} is not an object", path.display()))
+    })?;
+    let wanted = auth_key_host(registry);
+    auths.retain(|key, _| auth_key_host(key) != wanted);
+    if let Some(credentials) = credentials {
+        let key = if wanted == "docker.io" {
+            DOCKER_HUB_AUTH_KEY.to_owned()
+        } else {
+            wanted
+        };
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", credentials.username, credentials.password));
+        auths.insert(key, serde_json::json!({ "auth": encoded }));
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(ImageError::io(format!("creating {}", dir.display())))?;
+    let bytes = serde_json::to_vec_pretty(&config)
+        .map_err(ImageError::json("encoding the credential file"))?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(ImageError::io(format!("writing {}", path.display())))?;
+    // NamedTempFile is created 0600, which is what a file of passwords should be.
+    std::io::Write::write_all(&mut temp, &bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(ImageError::io(format!("writing {}", path.display())))?;
+    temp.persist(path).map_err(|e| ImageError::Io {
+        context: format!("writing {}", path.display()),
+        source: e.error,
+    })?;
+    Ok(())
 }

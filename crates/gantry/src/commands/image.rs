@@ -34,6 +34,10 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Create an image from a root filesystem directory.
     Import(ImportArgs),
+    /// Log in to a registry (credentials are kept in ~/.docker/config.json, as Docker does).
+    Login(LoginArgs),
+    /// Log out from a registry.
+    Logout(LogoutArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageSubcommand),
@@ -176,6 +180,22 @@ pub struct ImportArgs {
 }
 
 #[derive(Args)]
+pub struct LoginArgs {
+    /// Registry host, e.g. localhost:5000 (default: Docker Hub).
+    #[arg(default_value = "docker.io")]
+    server: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args)]
+pub struct LogoutArgs {
+    /// Registry host (default: Docker Hub).
+    #[arg(default_value = "docker.io")]
+    server: String,
+}
+
+#[derive(Args)]
 pub struct InspectArgs {
     #[arg(required = true)]
     images: Vec<String>,
@@ -194,8 +214,14 @@ pub struct PruneArgs {
 impl ImageCommand {
     /// Runs the command to completion.
     pub fn run(self, global: &GlobalOptions) -> anyhow::Result<()> {
+        // Credentials are not the store's business; do not create it just to log in.
+        let command = match self {
+            ImageCommand::Login(args) => return login(args),
+            ImageCommand::Logout(args) => return logout(args),
+            command => command,
+        };
         let store = ImageStore::open(&global.root).context("opening the image store")?;
-        match self {
+        match command {
             ImageCommand::Pull(args) => pull(&store, args),
             ImageCommand::Push(args) => push(&store, args),
             ImageCommand::Images(args) => list(&store, args),
@@ -204,6 +230,7 @@ impl ImageCommand {
             ImageCommand::Load(args) => load(&store, args),
             ImageCommand::Save(args) => save(&store, args),
             ImageCommand::Import(args) => import(&store, args),
+            ImageCommand::Login(_) | ImageCommand::Logout(_) => unreachable!("handled above"),
             ImageCommand::Image(sub) => match sub {
                 ImageSubcommand::Inspect(args) => inspect(&store, args),
                 ImageSubcommand::Ls(args) => list(&store, args),
@@ -256,6 +283,31 @@ fn registry_options(
         },
         bars,
     ))
+}
+
+fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let (options, _) = registry_options(&args.registry, true)?;
+    let Some(credentials) = options.credentials else {
+        bail!("give the credentials with --username NAME --password-stdin");
+    };
+    runtime()?.block_on(gantry_image::verify_login(
+        &args.server,
+        &credentials,
+        args.registry.insecure,
+    ))?;
+    let path = gantry_image::save_docker_config_credentials(&args.server, Some(&credentials))?;
+    eprintln!(
+        "WARNING! Your password will be stored unencrypted in {}.",
+        path.display()
+    );
+    println!("Login Succeeded");
+    Ok(())
+}
+
+fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+    gantry_image::save_docker_config_credentials(&args.server, None)?;
+    println!("Removing login credentials for {}", args.server);
+    Ok(())
 }
 
 fn pull(store: &ImageStore, args: PullArgs) -> anyhow::Result<()> {
