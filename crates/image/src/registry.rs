@@ -474,69 +474,6 @@ fn auth_key_host(key: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_config_auths_are_found_by_host() {
-        let encoded = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
-        let text = format!(
-            r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{encoded}"}}, "localhost:5000": {{"username": "bob", "password": "pw"}}}}}}"#
-        );
-        let hub = credentials_from_config_text(&text, "docker.io").unwrap();
-        assert_eq!(
-            (hub.username.as_str(), hub.password.as_str()),
-            ("alice", "s3cret")
-        );
-        let local = credentials_from_config_text(&text, "localhost:5000").unwrap();
-        assert_eq!(local.username, "bob");
-        assert_eq!(credentials_from_config_text(&text, "quay.io"), None);
-    }
-
-    #[test]
-    fn saved_credentials_are_found_again_and_other_settings_survive() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(
-            &path,
-            r#"{"credsStore": "none", "auths": {"quay.io": {"auth": "eDp5"}}}"#,
-        )
-        .unwrap();
-        let alice = Credentials {
-            username: "alice".into(),
-            password: "pw:with:colons".into(),
-        };
-        save_credentials_in(&path, "localhost:5000", Some(&alice)).unwrap();
-        save_credentials_in(&path, "docker.io", Some(&alice)).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            credentials_from_config_text(&text, "localhost:5000"),
-            Some(alice.clone())
-        );
-        assert!(text.contains("https://index.docker.io/v1/") && text.contains("credsStore"));
-        assert_eq!(
-            credentials_from_config_text(&text, "quay.io")
-                .unwrap()
-                .username,
-            "x"
-        );
-
-        save_credentials_in(&path, "localhost:5000", None).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(credentials_from_config_text(&text, "localhost:5000"), None);
-        assert_eq!(
-            credentials_from_config_text(&text, "docker.io"),
-            Some(alice)
-        );
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-    }
-}
-
 /// The key `docker login` files Docker Hub credentials under.
 const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
 
@@ -604,7 +541,7 @@ fn save_credentials_in(
     registry: &str,
     credentials: Option<&Credentials>,
 ) -> Result<()> {
-    let mut config: serde_json::Value = match std::fs::read(&path) {
+    let mut config: serde_json::Value = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(ImageError::json(format!("parsing {}", path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
@@ -651,4 +588,67 @@ fn save_credentials_in(
         source: e.error,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_config_auths_are_found_by_host() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let text = format!(
+            r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{encoded}"}}, "localhost:5000": {{"username": "bob", "password": "pw"}}}}}}"#
+        );
+        let hub = credentials_from_config_text(&text, "docker.io").unwrap();
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("alice", "s3cret")
+        );
+        let local = credentials_from_config_text(&text, "localhost:5000").unwrap();
+        assert_eq!(local.username, "bob");
+        assert_eq!(credentials_from_config_text(&text, "quay.io"), None);
+    }
+
+    #[test]
+    fn saved_credentials_are_found_again_and_other_settings_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"credsStore": "none", "auths": {"quay.io": {"auth": "eDp5"}}}"#,
+        )
+        .unwrap();
+        let alice = Credentials {
+            username: "alice".into(),
+            password: "pw:with:colons".into(),
+        };
+        save_credentials_in(&path, "localhost:5000", Some(&alice)).unwrap();
+        save_credentials_in(&path, "docker.io", Some(&alice)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            credentials_from_config_text(&text, "localhost:5000"),
+            Some(alice.clone())
+        );
+        assert!(text.contains("https://index.docker.io/v1/") && text.contains("credsStore"));
+        assert_eq!(
+            credentials_from_config_text(&text, "quay.io")
+                .unwrap()
+                .username,
+            "x"
+        );
+
+        save_credentials_in(&path, "localhost:5000", None).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(credentials_from_config_text(&text, "localhost:5000"), None);
+        assert_eq!(
+            credentials_from_config_text(&text, "docker.io"),
+            Some(alice)
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 }
