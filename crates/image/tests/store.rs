@@ -235,3 +235,72 @@ fn archives_with_path_traversal_are_refused() {
     assert!(matches!(error, ImageError::UnsafePath { .. }), "{error}");
     assert!(!root.path().join("evil").exists());
 }
+
+#[test]
+fn shared_layers_stay_until_the_last_image_using_them_goes() {
+    let (root, store) = store();
+    let rootfs = tempfile::tempdir().unwrap();
+    gantry_image::test_support::busybox_rootfs(rootfs.path()).unwrap();
+    let options = gantry_image::ImportOptions::default();
+    let a = store.import(rootfs.path(), "a:1", &options).unwrap();
+    let b = store.import(rootfs.path(), "b:1", &options).unwrap();
+    assert_ne!(a, b, "configs differ by creation time");
+    let layer = store.resolve("a:1").unwrap().layers[0].clone();
+    assert_eq!(
+        store.resolve("b:1").unwrap().layers[0],
+        layer,
+        "same content, same snapshot"
+    );
+
+    store.remove("a:1", false).unwrap();
+    assert!(
+        layer.join("bin/busybox").is_file(),
+        "b:1 still needs the layer"
+    );
+    assert!(store.resolve("b:1").is_ok());
+    store.remove("b:1", false).unwrap();
+    assert!(!layer.exists());
+    assert_eq!(blob_count(root.path()), 0);
+}
+
+#[test]
+fn import_keeps_device_nodes_fifos_and_ownership() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    use std::os::unix::fs::FileTypeExt;
+
+    let (_root, store) = store();
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir(rootfs.path().join("dev")).unwrap();
+    mknod(
+        &rootfs.path().join("dev/null"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    mknod(
+        &rootfs.path().join("dev/pipe"),
+        SFlag::S_IFIFO,
+        Mode::from_bits_truncate(0o600),
+        0,
+    )
+    .unwrap();
+    fs::write(rootfs.path().join("owned"), b"x").unwrap();
+    std::os::unix::fs::chown(rootfs.path().join("owned"), Some(1000), Some(2000)).unwrap();
+
+    store
+        .import(rootfs.path(), "devices:1", &Default::default())
+        .unwrap();
+    let layer = store.resolve("devices:1").unwrap().layers[0].clone();
+    let null = fs::symlink_metadata(layer.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), makedev(1, 3));
+    assert!(
+        fs::symlink_metadata(layer.join("dev/pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let owned = fs::metadata(layer.join("owned")).unwrap();
+    assert_eq!((owned.uid(), owned.gid()), (1000, 2000));
+}
