@@ -1,7 +1,7 @@
 //! `gantry save` and `gantry load`: docker-archive and OCI-layout tarballs.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -71,16 +71,14 @@ impl ImageStore {
     }
 
     fn load_docker_archive(&self, dir: &Path) -> Result<Vec<LoadedImage>> {
-        let entries: Vec<ArchiveEntry> = read_json(&dir.join("manifest.json"))?;
+        let entries: Vec<ArchiveEntry> = read_json(dir, "manifest.json")?;
         let mut loaded = Vec::new();
         for entry in entries {
-            let config_bytes = fs::read(archive_path(dir, &entry.config)?)
-                .map_err(ImageError::io(format!("reading {}", entry.config)))?;
+            let config_bytes = read_inside(dir, &entry.config)?;
             let config_digest = self.blobs.put(&config_bytes)?;
             let mut layers = Vec::new();
             for layer in &entry.layers {
-                let mut file = File::open(archive_path(dir, layer)?)
-                    .map_err(ImageError::io(format!("reading {layer}")))?;
+                let mut file = open_inside(dir, layer)?;
                 let media_type = match Compression::sniff(&mut file)
                     .map_err(ImageError::io(format!("reading {layer}")))?
                 {
@@ -118,7 +116,7 @@ impl ImageStore {
     }
 
     fn load_oci_layout(&self, dir: &Path) -> Result<Vec<LoadedImage>> {
-        let index: Index = read_json(&dir.join("index.json"))?;
+        let index: Index = read_json(dir, "index.json")?;
         let host = Platform::host();
         let mut loaded = Vec::new();
         for descriptor in &index.manifests {
@@ -132,19 +130,19 @@ impl ImageStore {
                         .filter(|_| n.contains([':', '/']))
                 })
                 .and_then(|r| r.tagged_name());
-            let mut bytes = self.import_layout_blob(dir, &descriptor.digest)?;
+            let mut bytes = self.read_layout_blob(dir, &descriptor.digest)?;
             if let Document::Index(nested) = Document::parse(&bytes)? {
                 let chosen = nested.select(&host)?;
-                bytes = self.import_layout_blob(dir, &chosen.digest)?;
+                bytes = self.read_layout_blob(dir, &chosen.digest)?;
             }
             let Document::Image { manifest, .. } = Document::parse(&bytes)? else {
                 return Err(ImageError::InvalidContent(
                     "nested image indexes are not supported".into(),
                 ));
             };
-            self.import_layout_blob(dir, &manifest.config.digest)?;
+            self.copy_layout_blob(dir, &manifest.config.digest)?;
             for layer in &manifest.layers {
-                self.import_layout_blob(dir, &layer.digest)?;
+                self.copy_layout_blob(dir, &layer.digest)?;
             }
             let tags: Vec<String> = name.into_iter().collect();
             let id = self.register(&bytes, &tags, None)?;
@@ -156,20 +154,18 @@ impl ImageStore {
         Ok(loaded)
     }
 
-    /// Copies `blobs/sha256/<hex>` into the store, verifying it, and returns its bytes
-    /// when small enough to be a manifest.
-    fn import_layout_blob(&self, dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
-        let path = dir.join("blobs").join("sha256").join(digest.hex());
-        let file = File::open(&path).map_err(ImageError::io(format!(
-            "reading blob {digest} from the archive"
-        )))?;
+    /// Copies `blobs/sha256/<hex>` of an OCI layout into the store, verifying its digest.
+    fn copy_layout_blob(&self, dir: &Path, digest: &Digest) -> Result<()> {
+        let file = open_inside(dir, &format!("blobs/sha256/{}", digest.hex()))?;
         self.blobs
             .put_verified(&mut BufReader::new(file), Some(digest))?;
-        if self.blobs.size(digest)? <= 4 * 1024 * 1024 {
-            self.blobs.read(digest)
-        } else {
-            Ok(Vec::new())
-        }
+        Ok(())
+    }
+
+    /// Like `copy_layout_blob`, for a manifest or index the caller goes on to parse.
+    fn read_layout_blob(&self, dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
+        self.copy_layout_blob(dir, digest)?;
+        self.blobs.read(digest)
     }
 
     /// Writes the named images (by name or ID) into one tarball.
@@ -361,23 +357,58 @@ fn extract_archive(input: impl Read, dest: &Path) -> Result<()> {
             .map_err(ImageError::io("reading the archive"))?
             .into_owned();
         confined_path(&path)?;
-        entry
-            .unpack_in(dest)
-            .map_err(|source| ImageError::UnsafePath {
-                path,
-                reason: source.to_string(),
-            })?;
+        entry.unpack_in(dest).map_err(|source| {
+            if source.to_string().contains("outside of") {
+                ImageError::UnsafePath {
+                    path: path.clone(),
+                    reason: source.to_string(),
+                }
+            } else {
+                ImageError::Io {
+                    context: format!("extracting {}", path.display()),
+                    source,
+                }
+            }
+        })?;
     }
     Ok(())
 }
 
-fn archive_path(dir: &Path, name: &str) -> Result<PathBuf> {
-    Ok(dir.join(confined_path(Path::new(name))?))
+/// Opens a regular file of the extracted archive. Symlinks are followed (old
+/// `docker save` links shared layers) but only while they stay inside `dir`,
+/// so a crafted archive cannot smuggle host files into an image.
+fn open_inside(dir: &Path, name: &str) -> Result<File> {
+    let unsafe_path = |reason: &str| ImageError::UnsafePath {
+        path: PathBuf::from(name),
+        reason: reason.into(),
+    };
+    let path = dir.join(confined_path(Path::new(name))?);
+    let real = path
+        .canonicalize()
+        .map_err(ImageError::io(format!("reading {name} from the archive")))?;
+    let root = dir
+        .canonicalize()
+        .map_err(ImageError::io("reading the archive"))?;
+    if !real.starts_with(&root) {
+        return Err(unsafe_path("it links outside the archive"));
+    }
+    if !real.is_file() {
+        return Err(unsafe_path("it is not a regular file"));
+    }
+    File::open(&real).map_err(ImageError::io(format!("reading {name} from the archive")))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = fs::read(path).map_err(ImageError::io(format!("reading {}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(ImageError::json(format!("parsing {}", path.display())))
+fn read_inside(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_inside(dir, name)?
+        .read_to_end(&mut bytes)
+        .map_err(ImageError::io(format!("reading {name} from the archive")))?;
+    Ok(bytes)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T> {
+    serde_json::from_slice(&read_inside(dir, name)?)
+        .map_err(ImageError::json(format!("parsing {name}")))
 }
 
 fn file_header(size: u64) -> tar::Header {

@@ -304,3 +304,36 @@ fn import_keeps_device_nodes_fifos_and_ownership() {
     let owned = fs::metadata(layer.join("owned")).unwrap();
     assert_eq!((owned.uid(), owned.gid()), (1000, 2000));
 }
+
+#[test]
+fn archive_files_linking_outside_the_archive_are_refused() {
+    let (_root, store) = store();
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    fs::write(secret.path(), b"host secret").unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let manifest = br#"[{"Config":"config.json","RepoTags":["stolen:1"],"Layers":["layer.tar"]}]"#;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(manifest.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    builder
+        .append_data(&mut header, "manifest.json", &manifest[..])
+        .unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    link.set_uid(0);
+    link.set_gid(0);
+    link.set_mtime(0);
+    builder
+        .append_link(&mut link, "config.json", secret.path())
+        .unwrap();
+    let bytes = builder.into_inner().unwrap();
+
+    let error = store.load(&bytes[..]).unwrap_err();
+    assert!(matches!(error, ImageError::UnsafePath { .. }), "{error}");
+    assert!(store.list().unwrap().is_empty());
+}
