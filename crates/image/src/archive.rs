@@ -36,6 +36,7 @@ pub enum ArchiveFormat {
 /// One image a `load` brought in.
 #[derive(Clone, Debug)]
 pub struct LoadedImage {
+    /// The config digest.
     pub id: ImageId,
     /// Familiar names it was tagged with; empty when the archive named none.
     pub tags: Vec<String>,

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in the image store, phrased for the person at the CLI.
+// Variant fields are named for what they hold and shown in the messages.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The user typed a reference Docker would also refuse.

@@ -16,10 +16,13 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 pub struct ImportOptions {
     /// Default command; `/bin/sh` when empty and the tree has one.
     pub cmd: Vec<String>,
+    /// Entrypoint the command is appended to.
     pub entrypoint: Vec<String>,
     /// Extra `KEY=value` variables (PATH is always set).
     pub env: Vec<String>,
+    /// Directory the process starts in.
     pub working_dir: Option<String>,
+    /// `user[:group]` the process runs as.
     pub user: Option<String>,
     /// Becomes the history comment, like `docker import --message`.
     pub message: Option<String>,

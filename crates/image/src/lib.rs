@@ -11,6 +11,8 @@
 //! [`ImageStore`] is the entry point; [`ImageStore::resolve`] gives the runtime an
 //! [`Image`] whose `layers` are ready to be overlay lowerdirs.
 
+#![warn(missing_docs)]
+
 mod archive;
 mod blobs;
 mod db;

@@ -26,7 +26,9 @@ const UPLOAD_CHUNK: usize = 1 << 20;
 /// A registry user name and password (or token).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
+    /// The account name.
     pub username: String,
+    /// Its password or access token.
     pub password: String,
 }
 
@@ -47,6 +49,7 @@ pub struct PullOptions {
     pub credentials: Option<Credentials>,
     /// Use plain HTTP even for a non-loopback registry.
     pub insecure: bool,
+    /// Receives per-layer transfer events (a CLI's progress bars).
     pub progress: Option<Arc<dyn LayerProgress>>,
 }
 

@@ -54,6 +54,7 @@ pub struct Image {
 /// One row of `gantry images`.
 #[derive(Clone, Debug)]
 pub struct ImageSummary {
+    /// The config digest.
     pub id: ImageId,
     /// Familiar `repository:tag` names; empty for a dangling image.
     pub repo_tags: Vec<String>,
@@ -61,20 +62,25 @@ pub struct ImageSummary {
     pub repo_digests: Vec<String>,
     /// RFC 3339 creation time from the image config, if the author recorded one.
     pub created: Option<String>,
+    /// Uncompressed size of the layers in bytes.
     pub size: u64,
 }
 
 /// What `remove` did, in the order Docker reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Removed {
+    /// A name (`repo:tag` or `repo@digest`) no longer points at the image.
     Untagged(String),
+    /// The image itself is gone.
     Deleted(ImageId),
 }
 
 /// What `prune` removed.
 #[derive(Clone, Debug, Default)]
 pub struct PruneReport {
+    /// Images removed.
     pub deleted: Vec<ImageId>,
+    /// Bytes of blobs freed (snapshots come on top).
     pub reclaimed_bytes: u64,
 }
 
