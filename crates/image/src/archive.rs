@@ -13,7 +13,7 @@ use crate::error::{ImageError, Result};
 use crate::layer::{Compression, confined_path, open_layer};
 use crate::manifest::{
     Descriptor, Document, Index, Manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP,
-    OCI_MANIFEST, Platform,
+    OCI_LAYER_ZSTD, OCI_MANIFEST, Platform,
 };
 use crate::reference::{ImageReference, familiar, split_tag};
 use crate::store::ImageStore;
@@ -85,7 +85,7 @@ impl ImageStore {
                 {
                     Compression::None => OCI_LAYER,
                     Compression::Gzip => OCI_LAYER_GZIP,
-                    Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+                    Compression::Zstd => OCI_LAYER_ZSTD,
                 };
                 let digest = self.blobs.put_verified(&mut BufReader::new(file), None)?;
                 layers.push(Descriptor::new(

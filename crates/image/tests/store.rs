@@ -337,3 +337,41 @@ fn archive_files_linking_outside_the_archive_are_refused() {
     assert!(matches!(error, ImageError::UnsafePath { .. }), "{error}");
     assert!(store.list().unwrap().is_empty());
 }
+
+#[test]
+fn import_takes_a_compressed_tarball_too() {
+    let (root, store) = store();
+    let rootfs = tempfile::tempdir().unwrap();
+    gantry_image::test_support::busybox_rootfs(rootfs.path()).unwrap();
+    let tarball = tempfile::NamedTempFile::new().unwrap();
+    let gz = flate2::write::GzEncoder::new(tarball.reopen().unwrap(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", rootfs.path()).unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+
+    let id = store
+        .import(tarball.path(), "fromtar:1", &Default::default())
+        .unwrap();
+    let image = store.resolve("fromtar:1").unwrap();
+    assert_eq!(image.id, id);
+    assert!(image.layers[0].join("bin/busybox").is_file());
+    let diff_id = &image.config.rootfs().diff_ids()[0];
+    let inspect = store.inspect("fromtar:1").unwrap();
+    assert_eq!(inspect["RootFS"]["Layers"][0], diff_id.as_str());
+    // The stored blob is the gzip file itself; its digest is not the diff ID.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            root.path()
+                .join("images/blobs/sha256")
+                .join(image.manifest.hex()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_ne!(manifest["layers"][0]["digest"], diff_id.as_str());
+}

@@ -32,7 +32,7 @@ pub enum ImageCommand {
     Load(LoadArgs),
     /// Save one or more images to a tar archive.
     Save(SaveArgs),
-    /// Create an image from a root filesystem directory.
+    /// Create an image from a root filesystem directory or tarball.
     Import(ImportArgs),
     /// Log in to a registry (credentials are kept in ~/.docker/config.json, as Docker does).
     Login(LoginArgs),
@@ -66,7 +66,7 @@ pub enum ImageSubcommand {
     Load(LoadArgs),
     /// Save one or more images to a tar archive.
     Save(SaveArgs),
-    /// Create an image from a root filesystem directory.
+    /// Create an image from a root filesystem directory or tarball.
     Import(ImportArgs),
 }
 
@@ -167,7 +167,7 @@ pub struct SaveArgs {
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// Root filesystem directory.
+    /// Root filesystem: a directory, or a tarball of one (plain, gzip or zstd).
     dir: PathBuf,
     /// Name for the new image, e.g. myimage:1.
     name: String,
