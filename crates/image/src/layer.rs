@@ -346,6 +346,30 @@ mod tests {
     }
 
     #[test]
+    fn xattrs_written_by_gnu_tar_are_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        fs::create_dir_all(source.join("bin")).unwrap();
+        fs::write(source.join("bin/ping"), b"ping").unwrap();
+        xattr::set(source.join("bin/ping"), "user.gantry", b"kept").unwrap();
+        let layer = dir.path().join("layer.tar");
+        let status = std::process::Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-C"])
+            .arg(&source)
+            .arg("-cf")
+            .arg(&layer)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let dest = dir.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        unpack_layer(File::open(&layer).unwrap(), &dest).unwrap();
+        let value = xattr::get(dest.join("bin/ping"), "user.gantry").unwrap();
+        assert_eq!(value.as_deref(), Some(&b"kept"[..]));
+    }
+
+    #[test]
     fn parent_directory_traversal_is_refused() {
         let outer = tempfile::tempdir().unwrap();
         let dest = outer.path().join("dest");
