@@ -24,12 +24,22 @@ const CONCURRENT_LAYERS: usize = 3;
 const UPLOAD_CHUNK: usize = 1 << 20;
 
 /// A registry user name and password (or token).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// The account name.
     pub username: String,
     /// Its password or access token.
     pub password: String,
+}
+
+/// Keeps passwords out of logs and panic messages.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Told about each blob's transfer, so a CLI can draw one progress bar per layer.
@@ -277,7 +287,11 @@ impl ImageStore {
             ));
         };
         session.fetch_blob(self, &manifest.config, None).await?;
-        check_platform(&parse_config(&self.blobs.read(&manifest.config.digest)?)?)?;
+        let config_path = self.blobs.path(&manifest.config.digest);
+        let config = tokio::fs::read(&config_path)
+            .await
+            .map_err(ImageError::io(format!("reading {}", config_path.display())))?;
+        check_platform(&parse_config(&config)?)?;
         futures::stream::iter(&manifest.layers)
             .map(|layer| session.fetch_blob(self, layer, Some("Download complete")))
             .buffer_unordered(CONCURRENT_LAYERS)
@@ -320,8 +334,14 @@ impl ImageStore {
     /// Pushes a local image under `reference` and returns the manifest digest.
     pub async fn push(&self, reference: &str, options: &PushOptions) -> Result<Digest> {
         let parsed = ImageReference::parse(reference)?;
-        let record = self.record(reference)?;
-        let manifest_bytes = self.blobs.read(&record.manifest)?;
+        let store = self.clone();
+        let wanted = reference.to_owned();
+        let (record, manifest_bytes) = blocking(move || {
+            let record = store.record(&wanted)?;
+            let bytes = store.blobs.read(&record.manifest)?;
+            Ok((record, bytes))
+        })
+        .await?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .map_err(ImageError::json("parsing manifest"))?;
         let session = Session::new(parsed.clone(), options);
@@ -344,12 +364,17 @@ impl ImageStore {
             .await
             .map_err(|e| session.error("push", e))?;
         let pinned = format!("{}@{}", parsed.name(), record.manifest);
-        self.db.update(|records| {
-            if let Some(r) = records.images.get_mut(&record.id) {
-                r.repo_digests.insert(pinned);
-            }
-            Ok(())
-        })?;
+        let db = self.db.clone();
+        let id = record.id.clone();
+        blocking(move || {
+            db.update(|records| {
+                if let Some(image) = records.images.get_mut(&id) {
+                    image.repo_digests.insert(pinned);
+                }
+                Ok(())
+            })
+        })
+        .await?;
         Ok(record.manifest)
     }
 }
