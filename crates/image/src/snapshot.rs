@@ -106,10 +106,11 @@ impl Snapshots {
         }
     }
 
-    /// Removes every snapshot not in `keep` and any abandoned staging directory.
-    /// Callers must hold the store's exclusive garbage-collection lock.
-    pub(crate) fn retain(&self, keep: &std::collections::HashSet<Digest>) -> Result<usize> {
-        let mut removed = 0;
+    /// Removes every snapshot not in `keep` and any abandoned staging directory,
+    /// returning the (uncompressed) bytes freed. Callers must hold the store's
+    /// exclusive garbage-collection lock.
+    pub(crate) fn retain(&self, keep: &std::collections::HashSet<Digest>) -> Result<u64> {
+        let mut freed = 0;
         let entries = fs::read_dir(&self.dir).map_err(ImageError::io("listing snapshots"))?;
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -117,8 +118,12 @@ impl Snapshots {
                 || Digest::parse(&format!("sha256:{name}"))
                     .is_ok_and(|chain| !keep.contains(&chain));
             if unused {
+                let size = Digest::parse(&format!("sha256:{name}"))
+                    .ok()
+                    .and_then(|chain| self.size(&chain))
+                    .unwrap_or(0);
                 match fs::remove_dir_all(entry.path()) {
-                    Ok(()) => removed += 1,
+                    Ok(()) => freed += size,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(source) => {
                         return Err(ImageError::Io {
@@ -129,7 +134,7 @@ impl Snapshots {
                 }
             }
         }
-        Ok(removed)
+        Ok(freed)
     }
 }
 
@@ -237,7 +242,7 @@ mod tests {
         drop(mount);
 
         let keep = std::iter::once(chains[0].clone()).collect();
-        assert_eq!(snapshots.retain(&keep).unwrap(), 1);
+        assert_eq!(snapshots.retain(&keep).unwrap(), upper.len() as u64);
         assert!(fs_dirs[0].is_dir() && !fs_dirs[1].exists());
     }
 

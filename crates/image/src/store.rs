@@ -80,7 +80,7 @@ pub enum Removed {
 pub struct PruneReport {
     /// Images removed.
     pub deleted: Vec<ImageId>,
-    /// Bytes of blobs freed (snapshots come on top).
+    /// Bytes freed: stored blobs plus unpacked layers.
     pub reclaimed_bytes: u64,
 }
 
@@ -358,7 +358,7 @@ impl ImageStore {
                 reclaimed += self.blobs.remove(&digest)?;
             }
         }
-        self.snapshots.retain(&keep_snapshots)?;
+        reclaimed += self.snapshots.retain(&keep_snapshots)?;
         // Nothing is writing (we hold the exclusive lock), so leftovers are from crashes.
         if let Ok(entries) = std::fs::read_dir(self.blobs.tmp_dir()) {
             for entry in entries.filter_map(|e| e.ok()) {
