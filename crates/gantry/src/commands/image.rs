@@ -214,34 +214,31 @@ pub struct PruneArgs {
 impl ImageCommand {
     /// Runs the command to completion.
     pub fn run(self, global: &GlobalOptions) -> anyhow::Result<()> {
-        // Credentials are not the store's business; do not create it just to log in.
-        let command = match self {
-            ImageCommand::Login(args) => return login(args),
-            ImageCommand::Logout(args) => return logout(args),
-            command => command,
-        };
-        let store = ImageStore::open(&global.root).context("opening the image store")?;
-        match command {
-            ImageCommand::Pull(args) => pull(&store, args),
-            ImageCommand::Push(args) => push(&store, args),
-            ImageCommand::Images(args) => list(&store, args),
-            ImageCommand::Rmi(args) => remove(&store, args),
-            ImageCommand::Tag(args) => Ok(store.tag(&args.source, &args.target)?),
-            ImageCommand::Load(args) => load(&store, args),
-            ImageCommand::Save(args) => save(&store, args),
-            ImageCommand::Import(args) => import(&store, args),
-            ImageCommand::Login(_) | ImageCommand::Logout(_) => unreachable!("handled above"),
+        // Opened per command, so that login and logout (credentials are not the
+        // store's business) do not create a store.
+        let store = || ImageStore::open(&global.root).context("opening the image store");
+        match self {
+            ImageCommand::Pull(args) => pull(&store()?, args),
+            ImageCommand::Push(args) => push(&store()?, args),
+            ImageCommand::Images(args) => list(&store()?, args),
+            ImageCommand::Rmi(args) => remove(&store()?, args),
+            ImageCommand::Tag(args) => Ok(store()?.tag(&args.source, &args.target)?),
+            ImageCommand::Load(args) => load(&store()?, args),
+            ImageCommand::Save(args) => save(&store()?, args),
+            ImageCommand::Import(args) => import(&store()?, args),
+            ImageCommand::Login(args) => login(args),
+            ImageCommand::Logout(args) => logout(args),
             ImageCommand::Image(sub) => match sub {
-                ImageSubcommand::Inspect(args) => inspect(&store, args),
-                ImageSubcommand::Ls(args) => list(&store, args),
-                ImageSubcommand::Rm(args) => remove(&store, args),
-                ImageSubcommand::Prune(args) => prune(&store, args),
-                ImageSubcommand::Pull(args) => pull(&store, args),
-                ImageSubcommand::Push(args) => push(&store, args),
-                ImageSubcommand::Tag(args) => Ok(store.tag(&args.source, &args.target)?),
-                ImageSubcommand::Load(args) => load(&store, args),
-                ImageSubcommand::Save(args) => save(&store, args),
-                ImageSubcommand::Import(args) => import(&store, args),
+                ImageSubcommand::Inspect(args) => inspect(&store()?, args),
+                ImageSubcommand::Ls(args) => list(&store()?, args),
+                ImageSubcommand::Rm(args) => remove(&store()?, args),
+                ImageSubcommand::Prune(args) => prune(&store()?, args),
+                ImageSubcommand::Pull(args) => pull(&store()?, args),
+                ImageSubcommand::Push(args) => push(&store()?, args),
+                ImageSubcommand::Tag(args) => Ok(store()?.tag(&args.source, &args.target)?),
+                ImageSubcommand::Load(args) => load(&store()?, args),
+                ImageSubcommand::Save(args) => save(&store()?, args),
+                ImageSubcommand::Import(args) => import(&store()?, args),
             },
         }
     }
