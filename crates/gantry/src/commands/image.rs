@@ -118,6 +118,9 @@ pub struct ListArgs {
     /// Show all images (kept for Docker compatibility; there are no intermediate images).
     #[arg(long, short)]
     all: bool,
+    /// Filter output: `dangling=true` (untagged images) or `dangling=false`.
+    #[arg(long, short)]
+    filter: Vec<String>,
 }
 
 #[derive(Args)]
@@ -366,9 +369,13 @@ fn push(store: &ImageStore, args: PushArgs) -> anyhow::Result<()> {
 
 fn list(store: &ImageStore, args: ListArgs) -> anyhow::Result<()> {
     let filter = args.repository.as_deref().map(repository_and_tag);
+    let dangling = dangling_filter(&args.filter)?;
     let now = jiff::Timestamp::now();
     let mut rows = Vec::new();
     for image in store.list()? {
+        if dangling.is_some_and(|wanted| wanted != image.repo_tags.is_empty()) {
+            continue;
+        }
         let id = if args.no_trunc {
             image.id.to_string()
         } else {
@@ -422,6 +429,19 @@ fn list(store: &ImageStore, args: ListArgs) -> anyhow::Result<()> {
     }
     print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     Ok(())
+}
+
+/// The `dangling=BOOL` filter, the one `images --filter` supports.
+fn dangling_filter(filters: &[String]) -> anyhow::Result<Option<bool>> {
+    let mut dangling = None;
+    for filter in filters {
+        match filter.split_once('=') {
+            Some(("dangling", "true" | "1")) => dangling = Some(true),
+            Some(("dangling", "false" | "0")) => dangling = Some(false),
+            _ => bail!("unsupported filter {filter:?} (only dangling=true|false is)"),
+        }
+    }
+    Ok(dangling)
 }
 
 fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
@@ -725,6 +745,20 @@ mod tests {
         assert_eq!(time_ago("2024-01-01T10:00:00Z", now), "2 hours ago");
         assert_eq!(time_ago("2024-01-01T11:59:00Z", now), "About a minute ago");
         assert_eq!(time_ago("2023-12-29T12:00:00Z", now), "3 days ago");
+    }
+
+    #[test]
+    fn only_the_dangling_filter_is_accepted() {
+        assert_eq!(dangling_filter(&[]).unwrap(), None);
+        assert_eq!(
+            dangling_filter(&["dangling=true".into()]).unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            dangling_filter(&["dangling=false".into()]).unwrap(),
+            Some(false)
+        );
+        assert!(dangling_filter(&["label=x".into()]).is_err());
     }
 
     #[test]
