@@ -9,7 +9,24 @@
 //! * `snapshots/<chain-id>/fs`: each layer unpacked once as an overlayfs diff directory.
 //!
 //! [`ImageStore`] is the entry point; [`ImageStore::resolve`] gives the runtime an
-//! [`Image`] whose `layers` are ready to be overlay lowerdirs.
+//! [`Image`] whose `layers` are ready to be overlay lowerdirs:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), gantry_image::ImageError> {
+//! use gantry_image::{ImageStore, PullOptions};
+//!
+//! let store = ImageStore::open(std::path::Path::new("/var/lib/gantry"))?
+//!     // So that `rmi` and `image prune` spare images containers still use.
+//!     .with_usage_check(std::sync::Arc::new(|_image_id| false));
+//! let image = store.resolve_or_pull("busybox", &PullOptions::default()).await?;
+//! // overlayfs lists the top layer first.
+//! let lowerdir: Vec<String> = image.layers.iter().rev().map(|p| p.display().to_string()).collect();
+//! let options = format!("lowerdir={},upperdir=…,workdir=…", lowerdir.join(":"));
+//! let command = image.config.config().as_ref().and_then(|c| c.cmd().clone());
+//! # let _ = (options, command);
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
