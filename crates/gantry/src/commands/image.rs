@@ -314,6 +314,9 @@ fn pull(store: &ImageStore, args: PullArgs) -> anyhow::Result<()> {
     let reference = ImageReference::parse(&args.image)?;
     let (options, _bars) = registry_options(&args.registry, args.quiet)?;
     if !args.quiet {
+        if reference.tag() == Some("latest") && !args.image.ends_with(":latest") {
+            println!("Using default tag: latest");
+        }
         let what = reference.tag().unwrap_or("digest");
         println!(
             "{what}: Pulling from {}",
