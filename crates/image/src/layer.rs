@@ -18,6 +18,7 @@ use crate::error::{ImageError, Result};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const AUFS_META_PREFIX: &str = ".wh..wh.";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// How a layer blob is compressed, told by its first bytes rather than its
@@ -100,7 +101,19 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> Result<(
         return xattr::set(&dir, OPAQUE_XATTR, b"y")
             .map_err(ImageError::io(format!("marking {} opaque", dir.display())));
     }
+    let in_aufs_metadata = relative
+        .iter()
+        .any(|part| part.to_string_lossy().starts_with(AUFS_META_PREFIX));
+    if in_aufs_metadata {
+        return Ok(()); // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): no meaning outside AUFS
+    }
     if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if hidden.is_empty() {
+            return Err(ImageError::InvalidContent(format!(
+                "whiteout {} names no file",
+                raw_path.display()
+            )));
+        }
         let dir = create_dirs_inside(dest, parent_rel)?;
         return make_whiteout(&dir.join(hidden));
     }
@@ -307,6 +320,27 @@ mod tests {
         assert_eq!(
             fs::read(dest.path().join("var/cache/new")).unwrap(),
             b"fresh"
+        );
+    }
+
+    #[test]
+    fn aufs_metadata_is_skipped_and_empty_whiteouts_refused() {
+        let dest = tempfile::tempdir().unwrap();
+        let layer = tar_of(|b| {
+            file(b, ".wh..wh.plnk/123.456", b"");
+            file(b, "keep", b"k");
+        });
+        unpack_layer(&layer[..], dest.path()).unwrap();
+        assert!(!dest.path().join(".wh..wh.plnk").exists());
+        assert!(dest.path().join("keep").is_file());
+
+        let dest = tempfile::tempdir().unwrap();
+        fs::create_dir(dest.path().join("etc")).unwrap();
+        let empty = tar_of(|b| file(b, "etc/.wh.", b""));
+        assert!(unpack_layer(&empty[..], dest.path()).is_err());
+        assert!(
+            dest.path().join("etc").is_dir(),
+            "an empty whiteout must not delete its directory"
         );
     }
 
