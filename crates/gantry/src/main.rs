@@ -7,6 +7,7 @@
 mod commands;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -37,7 +38,7 @@ pub struct GlobalOptions {
     pub root: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -46,9 +47,18 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let global = GlobalOptions { root: cli.root };
-    match cli.command {
+    let result = match cli.command {
         Command::Cluster(cmd) => cmd.run(&global),
         Command::Image(cmd) => cmd.run(&global),
         Command::Container(cmd) => cmd.run(&global),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Plain, Docker-like messages: the cause chain on one line, no
+            // backtrace even when RUST_BACKTRACE is set.
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
