@@ -9,6 +9,7 @@
 //! Documents are built once, on first use, and then served from memory.
 
 mod paths;
+mod protobuf;
 mod schemas;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +25,27 @@ use paths::Flavor;
 /// Returns the Swagger 2.0 document served at `GET /openapi/v2`, as JSON.
 pub fn v2_document() -> &'static [u8] {
     static DOCUMENT: LazyLock<Vec<u8>> = LazyLock::new(|| to_bytes(&build_v2()));
+    &DOCUMENT
+}
+
+/// The media type kubectl sends in `Accept` when it fetches `/openapi/v2`.
+pub const V2_PROTOBUF_MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// The `Content-Type` of the protobuf response. Kubernetes answers with this
+/// generic type: Go's MIME parser, which kubectl runs on the response,
+/// rejects the `@` in [`V2_PROTOBUF_MEDIA_TYPE`].
+pub const V2_PROTOBUF_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Returns the document of [`v2_document`] encoded as gnostic's
+/// `openapi.v2.Document` protobuf message, served at `GET /openapi/v2` when
+/// the client accepts [`V2_PROTOBUF_MEDIA_TYPE`] (labelled
+/// [`V2_PROTOBUF_CONTENT_TYPE`]). kubectl only reads this
+/// form: it asks for protobuf and fails to parse JSON.
+pub fn v2_document_protobuf() -> &'static [u8] {
+    static DOCUMENT: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        let json: Value = serde_json::from_slice(v2_document()).unwrap_or(Value::Null);
+        protobuf::encode_document(&json)
+    });
     &DOCUMENT
 }
 
