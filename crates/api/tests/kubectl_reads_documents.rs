@@ -2,11 +2,12 @@
 //! 127.0.0.1 and runs the real kubectl against them: proof that kubectl
 //! accepts what the API server will serve, before the API server exists.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
@@ -16,41 +17,69 @@ use serde_json::{Value, json};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
-/// A throwaway HTTP/1.1 server answering GET requests for the documents.
-/// Dropping it stops the accept loop and joins its thread.
+/// A throwaway HTTP/1.1 server answering with the documents, plus canned
+/// objects for GETs and a record of writes, so kubectl's use of the
+/// documents when writing can be observed. Dropping it stops the accept loop
+/// and joins its thread.
 struct DocumentServer {
     address: String,
-    stopping: Arc<AtomicBool>,
+    state: Arc<ServerState>,
     acceptor: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ServerState {
+    stopping: AtomicBool,
+    /// Objects returned for GETs of their exact path.
+    objects: Mutex<HashMap<String, Value>>,
+    /// Every non-GET request received.
+    writes: Mutex<Vec<RecordedRequest>>,
+}
+
+#[derive(Debug, Clone)]
+struct RecordedRequest {
+    method: String,
+    target: String,
+    content_type: String,
+    body: String,
 }
 
 impl DocumentServer {
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let address = listener.local_addr().expect("local address").to_string();
-        let stopping = Arc::new(AtomicBool::new(false));
-        let stop = Arc::clone(&stopping);
+        let state = Arc::new(ServerState::default());
+        let shared = Arc::clone(&state);
         let acceptor = std::thread::spawn(move || {
             for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
+                if shared.stopping.load(Ordering::SeqCst) {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    std::thread::spawn(move || serve_connection(stream));
+                    let state = Arc::clone(&shared);
+                    std::thread::spawn(move || serve_connection(stream, &state));
                 }
             }
         });
-        DocumentServer { address, stopping, acceptor: Some(acceptor) }
+        DocumentServer { address, state, acceptor: Some(acceptor) }
     }
 
     fn url(&self) -> String {
         format!("http://{}", self.address)
     }
+
+    fn put_object(&self, path: &str, object: Value) {
+        self.state.objects.lock().expect("lock").insert(path.to_string(), object);
+    }
+
+    fn writes(&self) -> Vec<RecordedRequest> {
+        self.state.writes.lock().expect("lock").clone()
+    }
 }
 
 impl Drop for DocumentServer {
     fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        self.state.stopping.store(true, Ordering::SeqCst);
         // Wake the blocked accept so the loop sees the flag.
         let _ = TcpStream::connect(&self.address);
         if let Some(acceptor) = self.acceptor.take() {
@@ -60,40 +89,59 @@ impl Drop for DocumentServer {
 }
 
 /// Answers one request and closes the connection.
-fn serve_connection(stream: TcpStream) {
+fn serve_connection(stream: TcpStream, state: &ServerState) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
         return;
     }
-    let mut accept = String::new();
+    let mut headers = HashMap::new();
     let mut header = String::new();
     while reader.read_line(&mut header).unwrap_or(0) > 0 && header != "\r\n" {
         if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("accept") {
-                accept = value.trim().to_string();
-            }
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
         }
         header.clear();
     }
-    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut words = request_line.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_string();
+    let target = words.next().unwrap_or("/").to_string();
     let path = target.split('?').next().unwrap_or("/");
-    let wants_protobuf = accept.contains(openapi::V2_PROTOBUF_MEDIA_TYPE);
-    let (status, content_type, body) = match (path, wants_protobuf) {
-        ("/openapi/v2", true) => {
-            ("200 OK", openapi::V2_PROTOBUF_CONTENT_TYPE, openapi::v2_document_protobuf().to_vec())
+    let accept = headers.get("accept").map(String::as_str).unwrap_or_default();
+    let stored = state.objects.lock().expect("lock").get(path).cloned();
+    let (status, content_type, response) = if method != "GET" {
+        let recorded = RecordedRequest {
+            method: method.clone(),
+            target: target.clone(),
+            content_type: headers.get("content-type").cloned().unwrap_or_default(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        state.writes.lock().expect("lock").push(recorded);
+        match stored {
+            Some(object) => ("200 OK", "application/json", bytes(object)),
+            None => ("201 Created", "application/json", body),
         }
-        _ => match route(path) {
+    } else if path == "/openapi/v2" && accept.contains(openapi::V2_PROTOBUF_MEDIA_TYPE) {
+        ("200 OK", openapi::V2_PROTOBUF_CONTENT_TYPE, openapi::v2_document_protobuf().to_vec())
+    } else if let Some(object) = stored {
+        ("200 OK", "application/json", bytes(object))
+    } else {
+        match route(path) {
             Some(body) => ("200 OK", "application/json", body),
             None => ("404 Not Found", "application/json", not_found(path)),
-        },
+        }
     };
     let mut stream = stream;
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        response.len()
     );
-    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&response));
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -131,8 +179,14 @@ fn route(path: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// Runs kubectl against `server` with an empty kubeconfig and a private cache.
+/// Runs kubectl against `server` with an empty kubeconfig and a private
+/// cache, and returns its standard output.
 fn kubectl(server: &DocumentServer, home: &Path, args: &[&str]) -> String {
+    kubectl_with_stderr(server, home, args).0
+}
+
+/// Like [`kubectl`], returning standard output and standard error.
+fn kubectl_with_stderr(server: &DocumentServer, home: &Path, args: &[&str]) -> (String, String) {
     assert!(Path::new(KUBECTL).exists(), "{KUBECTL} is required for this test");
     let cache = home.join("cache");
     let output: Output = Command::new("timeout")
@@ -148,7 +202,7 @@ fn kubectl(server: &DocumentServer, home: &Path, args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "kubectl {args:?} failed: {stderr}\n{stdout}");
-    stdout
+    (stdout, stderr.into_owned())
 }
 
 #[test]
@@ -206,4 +260,64 @@ fn kubectl_accepts_version_info() {
     let version: Value = serde_json::from_str(&out).expect("kubectl prints JSON");
     assert_eq!(version["serverVersion"]["minor"], "33");
     assert_eq!(version["serverVersion"]["gitVersion"], discovery::version_info()["gitVersion"]);
+}
+
+/// `kubectl apply` to an existing object computes a strategic merge patch.
+/// It takes the merge keys from the OpenAPI v3 document when that document
+/// declares the PATCH operation and its media type, and checks the same
+/// document for `fieldValidation` before sending `fieldValidation=Strict`.
+#[test]
+fn kubectl_apply_patches_with_openapi_v3_merge_keys_and_field_validation() {
+    let server = DocumentServer::start();
+    let home = tempfile::tempdir().expect("temp dir");
+    let manifest = |image: &str, extra_containers: Value| {
+        let mut containers = vec![json!({"name": "web", "image": image})];
+        containers.extend(extra_containers.as_array().cloned().unwrap_or_default());
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": containers},
+                },
+            },
+        })
+    };
+    let applied = manifest("nginx:1.0", json!([]));
+    let mut live = applied.clone();
+    live["metadata"]["resourceVersion"] = "7".into();
+    live["metadata"]["uid"] = "0b0a7e7c-0000-4000-8000-000000000001".into();
+    live["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/last-applied-configuration": applied.to_string()});
+    server.put_object("/apis/apps/v1/namespaces/default/deployments/web", live);
+
+    let wanted = manifest("nginx:1.1", json!([{"name": "log", "image": "busybox"}]));
+    let file = home.path().join("deploy.json");
+    std::fs::write(&file, wanted.to_string()).expect("write manifest");
+    let file = file.display().to_string();
+    let (out, stderr) = kubectl_with_stderr(&server, home.path(), &["apply", "-v=5", "-f", &file]);
+    assert!(out.contains("deployment.apps/web configured"), "{out}\n{stderr}");
+    assert!(!stderr.contains("OpenAPI V3"), "kubectl could not use the v3 document:\n{stderr}");
+
+    let writes = server.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let patch = &writes[0];
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(patch.content_type, "application/strategic-merge-patch+json");
+    assert!(patch.target.contains("fieldValidation=Strict"), "{}", patch.target);
+    let body: Value = serde_json::from_str(&patch.body).expect("patch is JSON");
+    let spec = &body["spec"]["template"]["spec"];
+    // Only a merge key turns the containers list into a keyed merge with an
+    // element order directive.
+    assert_eq!(
+        spec["$setElementOrder/containers"],
+        json!([{"name": "web"}, {"name": "log"}]),
+        "{body}"
+    );
+    let containers = spec["containers"].as_array().expect("containers patched");
+    assert!(containers.contains(&json!({"name": "web", "image": "nginx:1.1"})), "{body}");
 }
