@@ -52,14 +52,17 @@ pub fn v2_document_protobuf() -> &'static [u8] {
 /// Returns the index served at `GET /openapi/v3`: for every group version,
 /// the URL of its document, carrying a content hash so clients can cache it.
 pub fn v3_root() -> Value {
-    let paths: Map<String, Value> = V3_DOCUMENTS
-        .iter()
-        .map(|(path, document)| {
-            let url = format!("/openapi/v3/{path}?hash={}", content_hash(document));
-            (path.clone(), json!({"serverRelativeURL": url}))
-        })
-        .collect();
-    json!({"paths": paths})
+    static ROOT: LazyLock<Value> = LazyLock::new(|| {
+        let paths: Map<String, Value> = V3_DOCUMENTS
+            .iter()
+            .map(|(path, document)| {
+                let url = format!("/openapi/v3/{path}?hash={}", content_hash(document));
+                (path.clone(), json!({"serverRelativeURL": url}))
+            })
+            .collect();
+        json!({"paths": paths})
+    });
+    ROOT.clone()
 }
 
 /// Returns the OpenAPI 3.0 document of one group version, as JSON. `path` is

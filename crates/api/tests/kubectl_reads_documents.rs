@@ -321,3 +321,23 @@ fn kubectl_apply_patches_with_openapi_v3_merge_keys_and_field_validation() {
     let containers = spec["containers"].as_array().expect("containers patched");
     assert!(containers.contains(&json!({"name": "web", "image": "nginx:1.1"})), "{body}");
 }
+
+/// Every served resource resolves in kubectl (discovery) and has a schema
+/// kubectl finds by its group, version and kind (OpenAPI v3), down to the
+/// deepest field.
+#[test]
+fn kubectl_explains_every_served_resource() {
+    let server = DocumentServer::start();
+    let home = tempfile::tempdir().expect("temp dir");
+    for r in registry::RESOURCES {
+        let qualified = if r.group_version.group.is_empty() {
+            r.plural.to_string()
+        } else {
+            format!("{}.{}", r.plural, r.group_version.group)
+        };
+        let out = kubectl(&server, home.path(), &["explain", &qualified, "--recursive"]);
+        assert!(out.contains(&format!("KIND:       {}", r.kind)), "{out}");
+        assert!(out.contains("DESCRIPTION:"), "{out}");
+        assert!(out.contains("metadata\t<ObjectMeta>"), "{qualified}: {out}");
+    }
+}

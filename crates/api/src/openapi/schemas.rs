@@ -345,10 +345,10 @@ pub(crate) fn closure(
 pub(crate) fn wrap_ref_siblings(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            if map.len() > 1 {
-                if let Some(reference) = map.remove("$ref") {
-                    map.insert("allOf".into(), json!([{"$ref": reference}]));
-                }
+            if map.len() > 1
+                && let Some(reference) = map.remove("$ref")
+            {
+                map.insert("allOf".into(), json!([{"$ref": reference}]));
             }
             map.values_mut().for_each(wrap_ref_siblings);
         }
