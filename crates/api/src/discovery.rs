@@ -8,7 +8,10 @@
 //! kubectl's request for aggregated discovery with them makes kubectl fall
 //! back to reading them one group version at a time.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::registry::{self, GroupVersion, ResourceInfo, Subresource};
 
@@ -120,6 +123,9 @@ fn resource_entry(r: &ResourceInfo) -> Value {
         "kind": r.kind,
         "verbs": r.verbs(),
     });
+    if r.stored {
+        entry["storageVersionHash"] = storage_version_hash(r).into();
+    }
     if !r.short_names.is_empty() {
         entry["shortNames"] = json!(r.short_names);
     }
@@ -127,6 +133,15 @@ fn resource_entry(r: &ResourceInfo) -> Value {
         entry["categories"] = json!(r.categories);
     }
     entry
+}
+
+/// An opaque token that changes when a resource's storage version changes,
+/// computed as Kubernetes does (base64 of the first 8 bytes of the SHA-256 of
+/// `group/version/kind`), so storage migration tools see familiar values.
+fn storage_version_hash(r: &ResourceInfo) -> String {
+    let gv = r.group_version;
+    let digest = Sha256::digest(format!("{}/{}/{}", gv.group, gv.version, r.kind));
+    BASE64.encode(&digest[..8])
 }
 
 /// How a subresource appears in discovery: the kind it exchanges (with its
@@ -218,6 +233,20 @@ mod tests {
         assert!(groups.iter().all(|g| g["name"] != ""), "core group is served under /api");
         assert!(api_group("nope.example.com").is_none());
         assert!(api_resource_list(GroupVersion { group: "apps", version: "v2" }).is_none());
+    }
+
+    #[test]
+    fn storage_version_hashes_are_stable_and_distinct() {
+        let core = resources_of(GroupVersion { group: "", version: "v1" });
+        let pods = entry(&core, "pods")["storageVersionHash"].as_str().expect("stored resources have one");
+        // The values Kubernetes clusters publish for the same kinds.
+        assert_eq!(pods, "xPOwRZ+Yhw8=");
+        let apps = resources_of(GroupVersion { group: "apps", version: "v1" });
+        assert_eq!(entry(&apps, "deployments")["storageVersionHash"], "8aSe+NMegvE=");
+        let services = entry(&core, "services")["storageVersionHash"].as_str().expect("hash");
+        assert_ne!(pods, services);
+        assert!(entry(&core, "bindings").get("storageVersionHash").is_none());
+        assert!(entry(&core, "pods/status").get("storageVersionHash").is_none());
     }
 
     #[test]
