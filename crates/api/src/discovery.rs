@@ -149,7 +149,11 @@ fn storage_version_hash(r: &ResourceInfo) -> String {
 fn subresource_entry(r: &ResourceInfo, sub: Subresource) -> Value {
     let (group_version, kind, verbs): (Option<(&str, &str)>, &str, &[&str]) = match sub {
         Subresource::Status => (None, r.kind, &["get", "patch", "update"]),
-        Subresource::Scale => (Some(("autoscaling", "v1")), "Scale", &["get", "patch", "update"]),
+        Subresource::Scale => (
+            Some(("autoscaling", "v1")),
+            "Scale",
+            &["get", "patch", "update"],
+        ),
         Subresource::Binding => (None, "Binding", &["create"]),
         Subresource::Eviction => (Some(("policy", "v1")), "Eviction", &["create"]),
         Subresource::Log => (None, r.kind, &["get"]),
@@ -177,11 +181,17 @@ mod tests {
     use super::*;
 
     fn resources_of(gv: GroupVersion) -> Vec<Value> {
-        api_resource_list(gv).expect("served")["resources"].as_array().expect("array").clone()
+        api_resource_list(gv).expect("served")["resources"]
+            .as_array()
+            .expect("array")
+            .clone()
     }
 
     fn entry<'a>(resources: &'a [Value], name: &str) -> &'a Value {
-        resources.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} not listed"))
+        resources
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed"))
     }
 
     #[test]
@@ -206,13 +216,19 @@ mod tests {
 
     #[test]
     fn subresources_name_the_kinds_they_exchange() {
-        let apps = resources_of(GroupVersion { group: "apps", version: "v1" });
+        let apps = resources_of(GroupVersion {
+            group: "apps",
+            version: "v1",
+        });
         let scale = entry(&apps, "deployments/scale");
         assert_eq!(scale["group"], "autoscaling");
         assert_eq!(scale["version"], "v1");
         assert_eq!(scale["kind"], "Scale");
         assert_eq!(scale["verbs"], json!(["get", "patch", "update"]));
-        let core = resources_of(GroupVersion { group: "", version: "v1" });
+        let core = resources_of(GroupVersion {
+            group: "",
+            version: "v1",
+        });
         assert_eq!(entry(&core, "pods/status")["kind"], "Pod");
         assert_eq!(entry(&core, "pods/log")["verbs"], json!(["get"]));
         assert_eq!(entry(&core, "pods/eviction")["group"], "policy");
@@ -225,39 +241,90 @@ mod tests {
         let list = api_group_list();
         assert_eq!(list["kind"], "APIGroupList");
         let groups = list["groups"].as_array().expect("groups");
-        for gv in registry::group_versions().into_iter().filter(|gv| !gv.group.is_empty()) {
-            let g = groups.iter().find(|g| g["name"] == gv.group).expect("group listed");
-            assert!(g["versions"].as_array().expect("versions").iter().any(|v| v["groupVersion"] == gv.api_version()));
+        for gv in registry::group_versions()
+            .into_iter()
+            .filter(|gv| !gv.group.is_empty())
+        {
+            let g = groups
+                .iter()
+                .find(|g| g["name"] == gv.group)
+                .expect("group listed");
+            assert!(
+                g["versions"]
+                    .as_array()
+                    .expect("versions")
+                    .iter()
+                    .any(|v| v["groupVersion"] == gv.api_version())
+            );
             assert_eq!(api_group(gv.group).expect("served")["kind"], "APIGroup");
         }
-        assert!(groups.iter().all(|g| g["name"] != ""), "core group is served under /api");
+        assert!(
+            groups.iter().all(|g| g["name"] != ""),
+            "core group is served under /api"
+        );
         assert!(api_group("nope.example.com").is_none());
-        assert!(api_resource_list(GroupVersion { group: "apps", version: "v2" }).is_none());
+        assert!(
+            api_resource_list(GroupVersion {
+                group: "apps",
+                version: "v2"
+            })
+            .is_none()
+        );
     }
 
     #[test]
     fn storage_version_hashes_are_stable_and_distinct() {
-        let core = resources_of(GroupVersion { group: "", version: "v1" });
-        let pods = entry(&core, "pods")["storageVersionHash"].as_str().expect("stored resources have one");
+        let core = resources_of(GroupVersion {
+            group: "",
+            version: "v1",
+        });
+        let pods = entry(&core, "pods")["storageVersionHash"]
+            .as_str()
+            .expect("stored resources have one");
         // The values Kubernetes clusters publish for the same kinds.
         assert_eq!(pods, "xPOwRZ+Yhw8=");
-        let apps = resources_of(GroupVersion { group: "apps", version: "v1" });
-        assert_eq!(entry(&apps, "deployments")["storageVersionHash"], "8aSe+NMegvE=");
-        let services = entry(&core, "services")["storageVersionHash"].as_str().expect("hash");
+        let apps = resources_of(GroupVersion {
+            group: "apps",
+            version: "v1",
+        });
+        assert_eq!(
+            entry(&apps, "deployments")["storageVersionHash"],
+            "8aSe+NMegvE="
+        );
+        let services = entry(&core, "services")["storageVersionHash"]
+            .as_str()
+            .expect("hash");
         assert_ne!(pods, services);
         assert!(entry(&core, "bindings").get("storageVersionHash").is_none());
-        assert!(entry(&core, "pods/status").get("storageVersionHash").is_none());
+        assert!(
+            entry(&core, "pods/status")
+                .get("storageVersionHash")
+                .is_none()
+        );
     }
 
     #[test]
     fn core_versions_and_version_info() {
         let v = api_versions("10.0.0.1:6443");
         assert_eq!(v["versions"], json!(["v1"]));
-        assert_eq!(v["serverAddressByClientCIDRs"][0]["serverAddress"], "10.0.0.1:6443");
+        assert_eq!(
+            v["serverAddressByClientCIDRs"][0]["serverAddress"],
+            "10.0.0.1:6443"
+        );
         let info = version_info();
         assert_eq!(info["major"], "1");
         assert_eq!(info["minor"], "33");
-        assert!(info["gitVersion"].as_str().expect("string").starts_with("v1.33.0+gantry"));
-        assert!(info["platform"].as_str().expect("string").starts_with("linux/"));
+        assert!(
+            info["gitVersion"]
+                .as_str()
+                .expect("string")
+                .starts_with("v1.33.0+gantry")
+        );
+        assert!(
+            info["platform"]
+                .as_str()
+                .expect("string")
+                .starts_with("linux/")
+        );
     }
 }

@@ -29,7 +29,8 @@ pub fn v2_document() -> &'static [u8] {
 }
 
 /// The media type kubectl sends in `Accept` when it fetches `/openapi/v2`.
-pub const V2_PROTOBUF_MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+pub const V2_PROTOBUF_MEDIA_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
 /// The `Content-Type` of the protobuf response. Kubernetes answers with this
 /// generic type: Go's MIME parser, which kubectl runs on the response,
@@ -91,7 +92,10 @@ fn to_bytes(document: &Value) -> Vec<u8> {
 
 /// The upper-case hex SHA-512 of a document, as Kubernetes computes it.
 fn content_hash(document: &[u8]) -> String {
-    Sha512::digest(document).iter().map(|b| format!("{b:02X}")).collect()
+    Sha512::digest(document)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
 }
 
 fn info() -> Value {
@@ -131,7 +135,13 @@ fn build_v3(gv: GroupVersion, definitions: &Map<String, Value>) -> Value {
             roots.insert(name);
         }
     }
-    for shared in ["Status", "DeleteOptions", "WatchEvent", "Patch", "APIResourceList"] {
+    for shared in [
+        "Status",
+        "DeleteOptions",
+        "WatchEvent",
+        "Patch",
+        "APIResourceList",
+    ] {
         roots.insert(schemas::meta_definition(shared));
     }
     let mut reachable = Value::Object(schemas::closure(definitions, roots, prefix));
@@ -196,7 +206,12 @@ mod tests {
     }
 
     /// Finds the definition tagged with `group/version, kind`.
-    fn find_by_gvk<'a>(definitions: &'a Value, group: &str, version: &str, kind: &str) -> &'a Value {
+    fn find_by_gvk<'a>(
+        definitions: &'a Value,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> &'a Value {
         let wanted = json!({"group": group, "version": version, "kind": kind});
         definitions
             .as_object()
@@ -211,7 +226,9 @@ mod tests {
     }
 
     fn resolve<'a>(definitions: &'a Value, schema: &'a Value, prefix: &str) -> &'a Value {
-        let reference = schema["$ref"].as_str().or_else(|| schema["allOf"][0]["$ref"].as_str());
+        let reference = schema["$ref"]
+            .as_str()
+            .or_else(|| schema["allOf"][0]["$ref"].as_str());
         match reference {
             Some(r) => &definitions[r.trim_start_matches(prefix)],
             None => schema,
@@ -220,13 +237,25 @@ mod tests {
 
     fn assert_deployment_described(definitions: &Value, prefix: &str) {
         let deployment = find_by_gvk(definitions, "apps", "v1", "Deployment");
-        assert!(deployment["description"].as_str().is_some_and(|d| d.contains("Deployment")));
+        assert!(
+            deployment["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("Deployment"))
+        );
         let spec = resolve(definitions, &deployment["properties"]["spec"], prefix);
         let replicas = &spec["properties"]["replicas"];
         assert_eq!(replicas["type"], "integer");
-        assert!(replicas["description"].as_str().is_some_and(|d| d.contains("desired pods")));
+        assert!(
+            replicas["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("desired pods"))
+        );
         let template_field = &spec["properties"]["template"];
-        assert!(template_field["description"].as_str().is_some_and(|d| !d.is_empty()));
+        assert!(
+            template_field["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
         let template = resolve(definitions, template_field, prefix);
         let pod_spec = resolve(definitions, &template["properties"]["spec"], prefix);
         let containers = &pod_spec["properties"]["containers"];
@@ -257,7 +286,10 @@ mod tests {
         assert_eq!(paths.len(), registry::group_versions().len());
         for (path, entry) in paths {
             let url = entry["serverRelativeURL"].as_str().expect("url");
-            assert!(url.starts_with(&format!("/openapi/v3/{path}?hash=")), "{url}");
+            assert!(
+                url.starts_with(&format!("/openapi/v3/{path}?hash=")),
+                "{url}"
+            );
             let doc = parse(v3_group_version(path).expect("listed documents exist"));
             assert_eq!(doc["openapi"], "3.0.0");
             assert_refs_resolve(&doc, &doc["components"]["schemas"], "#/components/schemas/");

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use gantry_api::registry::{self, GroupVersion};
@@ -61,7 +61,11 @@ impl DocumentServer {
                 }
             }
         });
-        DocumentServer { address, state, acceptor: Some(acceptor) }
+        DocumentServer {
+            address,
+            state,
+            acceptor: Some(acceptor),
+        }
     }
 
     fn url(&self) -> String {
@@ -69,7 +73,11 @@ impl DocumentServer {
     }
 
     fn put_object(&self, path: &str, object: Value) {
-        self.state.objects.lock().expect("lock").insert(path.to_string(), object);
+        self.state
+            .objects
+            .lock()
+            .expect("lock")
+            .insert(path.to_string(), object);
     }
 
     fn writes(&self) -> Vec<RecordedRequest> {
@@ -103,7 +111,10 @@ fn serve_connection(stream: TcpStream, state: &ServerState) {
         }
         header.clear();
     }
-    let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let length = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; length];
     if reader.read_exact(&mut body).is_err() {
         return;
@@ -112,7 +123,10 @@ fn serve_connection(stream: TcpStream, state: &ServerState) {
     let method = words.next().unwrap_or("GET").to_string();
     let target = words.next().unwrap_or("/").to_string();
     let path = target.split('?').next().unwrap_or("/");
-    let accept = headers.get("accept").map(String::as_str).unwrap_or_default();
+    let accept = headers
+        .get("accept")
+        .map(String::as_str)
+        .unwrap_or_default();
     let stored = state.objects.lock().expect("lock").get(path).cloned();
     let (status, content_type, response) = if method != "GET" {
         let recorded = RecordedRequest {
@@ -127,7 +141,11 @@ fn serve_connection(stream: TcpStream, state: &ServerState) {
             None => ("201 Created", "application/json", body),
         }
     } else if path == "/openapi/v2" && accept.contains(openapi::V2_PROTOBUF_MEDIA_TYPE) {
-        ("200 OK", openapi::V2_PROTOBUF_CONTENT_TYPE, openapi::v2_document_protobuf().to_vec())
+        (
+            "200 OK",
+            openapi::V2_PROTOBUF_CONTENT_TYPE,
+            openapi::v2_document_protobuf().to_vec(),
+        )
     } else if let Some(object) = stored {
         ("200 OK", "application/json", bytes(object))
     } else {
@@ -141,7 +159,9 @@ fn serve_connection(stream: TcpStream, state: &ServerState) {
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         response.len()
     );
-    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&response));
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(&response));
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -158,14 +178,18 @@ fn not_found(path: &str) -> Vec<u8> {
 }
 
 fn served_group_version(group: &str, version: &str) -> Option<GroupVersion> {
-    registry::group_versions().into_iter().find(|gv| gv.group == group && gv.version == version)
+    registry::group_versions()
+        .into_iter()
+        .find(|gv| gv.group == group && gv.version == version)
 }
 
 fn route(path: &str) -> Option<Vec<u8>> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["api"] => Some(bytes(discovery::api_versions("127.0.0.1"))),
-        ["api", version] => discovery::api_resource_list(served_group_version("", version)?).map(bytes),
+        ["api", version] => {
+            discovery::api_resource_list(served_group_version("", version)?).map(bytes)
+        }
         ["apis"] => Some(bytes(discovery::api_group_list())),
         ["apis", group] => discovery::api_group(group).map(bytes),
         ["apis", group, version] => {
@@ -174,7 +198,9 @@ fn route(path: &str) -> Option<Vec<u8>> {
         ["version"] => Some(bytes(discovery::version_info())),
         ["openapi", "v2"] => Some(openapi::v2_document().to_vec()),
         ["openapi", "v3"] => Some(bytes(openapi::v3_root())),
-        ["openapi", "v3", rest @ ..] => openapi::v3_group_version(&rest.join("/")).map(<[u8]>::to_vec),
+        ["openapi", "v3", rest @ ..] => {
+            openapi::v3_group_version(&rest.join("/")).map(<[u8]>::to_vec)
+        }
         _ => None,
     }
 }
@@ -187,7 +213,10 @@ fn kubectl(server: &DocumentServer, home: &Path, args: &[&str]) -> String {
 
 /// Like [`kubectl`], returning standard output and standard error.
 fn kubectl_with_stderr(server: &DocumentServer, home: &Path, args: &[&str]) -> (String, String) {
-    assert!(Path::new(KUBECTL).exists(), "{KUBECTL} is required for this test");
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "{KUBECTL} is required for this test"
+    );
     let cache = home.join("cache");
     let output: Output = Command::new("timeout")
         .arg("60")
@@ -201,7 +230,10 @@ fn kubectl_with_stderr(server: &DocumentServer, home: &Path, args: &[&str]) -> (
         .expect("run kubectl");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "kubectl {args:?} failed: {stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {stderr}\n{stdout}"
+    );
     (stdout, stderr.into_owned())
 }
 
@@ -214,7 +246,10 @@ fn kubectl_explains_deployment_spec_from_openapi_v3() {
     assert!(out.contains("KIND:       Deployment"), "{out}");
     assert!(out.contains("replicas\t<integer>"), "{out}");
     assert!(out.contains("Number of desired pods"), "{out}");
-    assert!(out.contains("template\t<PodTemplateSpec> -required-"), "{out}");
+    assert!(
+        out.contains("template\t<PodTemplateSpec> -required-"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -232,7 +267,15 @@ fn kubectl_explains_pod_containers() {
 fn kubectl_explains_from_openapi_v2_too() {
     let server = DocumentServer::start();
     let home = tempfile::tempdir().expect("temp dir");
-    let out = kubectl(&server, home.path(), &["explain", "--output=plaintext-openapiv2", "deploy.spec.replicas"]);
+    let out = kubectl(
+        &server,
+        home.path(),
+        &[
+            "explain",
+            "--output=plaintext-openapiv2",
+            "deploy.spec.replicas",
+        ],
+    );
     assert!(out.contains("Number of desired pods"), "{out}");
 }
 
@@ -241,11 +284,32 @@ fn kubectl_lists_api_resources() {
     let server = DocumentServer::start();
     let home = tempfile::tempdir().expect("temp dir");
     let out = kubectl(&server, home.path(), &["api-resources"]);
-    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert!(rows.contains(&vec!["deployments", "deploy", "apps/v1", "true", "Deployment"]), "{out}");
-    assert!(rows.contains(&vec!["pods", "po", "v1", "true", "Pod"]), "{out}");
-    assert!(rows.contains(&vec!["nodes", "no", "v1", "false", "Node"]), "{out}");
-    assert!(rows.contains(&vec!["leases", "coordination.k8s.io/v1", "true", "Lease"]), "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.contains(&vec![
+            "deployments",
+            "deploy",
+            "apps/v1",
+            "true",
+            "Deployment"
+        ]),
+        "{out}"
+    );
+    assert!(
+        rows.contains(&vec!["pods", "po", "v1", "true", "Pod"]),
+        "{out}"
+    );
+    assert!(
+        rows.contains(&vec!["nodes", "no", "v1", "false", "Node"]),
+        "{out}"
+    );
+    assert!(
+        rows.contains(&vec!["leases", "coordination.k8s.io/v1", "true", "Lease"]),
+        "{out}"
+    );
     // Subresources are not resources of their own.
     assert!(!out.contains("pods/status"), "{out}");
     let served = out.lines().count() - 1;
@@ -259,7 +323,10 @@ fn kubectl_accepts_version_info() {
     let out = kubectl(&server, home.path(), &["version", "-o", "json"]);
     let version: Value = serde_json::from_str(&out).expect("kubectl prints JSON");
     assert_eq!(version["serverVersion"]["minor"], "33");
-    assert_eq!(version["serverVersion"]["gitVersion"], discovery::version_info()["gitVersion"]);
+    assert_eq!(
+        version["serverVersion"]["gitVersion"],
+        discovery::version_info()["gitVersion"]
+    );
 }
 
 /// `kubectl apply` to an existing object computes a strategic merge patch.
@@ -300,15 +367,25 @@ fn kubectl_apply_patches_with_openapi_v3_merge_keys_and_field_validation() {
     std::fs::write(&file, wanted.to_string()).expect("write manifest");
     let file = file.display().to_string();
     let (out, stderr) = kubectl_with_stderr(&server, home.path(), &["apply", "-v=5", "-f", &file]);
-    assert!(out.contains("deployment.apps/web configured"), "{out}\n{stderr}");
-    assert!(!stderr.contains("OpenAPI V3"), "kubectl could not use the v3 document:\n{stderr}");
+    assert!(
+        out.contains("deployment.apps/web configured"),
+        "{out}\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("OpenAPI V3"),
+        "kubectl could not use the v3 document:\n{stderr}"
+    );
 
     let writes = server.writes();
     assert_eq!(writes.len(), 1, "{writes:?}");
     let patch = &writes[0];
     assert_eq!(patch.method, "PATCH");
     assert_eq!(patch.content_type, "application/strategic-merge-patch+json");
-    assert!(patch.target.contains("fieldValidation=Strict"), "{}", patch.target);
+    assert!(
+        patch.target.contains("fieldValidation=Strict"),
+        "{}",
+        patch.target
+    );
     let body: Value = serde_json::from_str(&patch.body).expect("patch is JSON");
     let spec = &body["spec"]["template"]["spec"];
     // Only a merge key turns the containers list into a keyed merge with an
@@ -319,7 +396,10 @@ fn kubectl_apply_patches_with_openapi_v3_merge_keys_and_field_validation() {
         "{body}"
     );
     let containers = spec["containers"].as_array().expect("containers patched");
-    assert!(containers.contains(&json!({"name": "web", "image": "nginx:1.1"})), "{body}");
+    assert!(
+        containers.contains(&json!({"name": "web", "image": "nginx:1.1"})),
+        "{body}"
+    );
 }
 
 /// Every served resource resolves in kubectl (discovery) and has a schema
@@ -335,7 +415,11 @@ fn kubectl_explains_every_served_resource() {
         } else {
             format!("{}.{}", r.plural, r.group_version.group)
         };
-        let out = kubectl(&server, home.path(), &["explain", &qualified, "--recursive"]);
+        let out = kubectl(
+            &server,
+            home.path(),
+            &["explain", &qualified, "--recursive"],
+        );
         assert!(out.contains(&format!("KIND:       {}", r.kind)), "{out}");
         assert!(out.contains("DESCRIPTION:"), "{out}");
         assert!(out.contains("metadata\t<ObjectMeta>"), "{qualified}: {out}");

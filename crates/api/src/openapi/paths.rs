@@ -53,7 +53,12 @@ struct Param {
 }
 
 const fn query(name: &'static str, ty: ParamType, description: &'static str) -> Param {
-    Param { name, in_path: false, ty, description }
+    Param {
+        name,
+        in_path: false,
+        ty,
+        description,
+    }
 }
 
 const NAME: Param = Param {
@@ -68,7 +73,11 @@ const NAMESPACE: Param = Param {
     ty: ParamType::String,
     description: "object name and auth scope, such as for teams and projects",
 };
-const PRETTY: Param = query("pretty", ParamType::String, "If 'true', then the output is pretty printed.");
+const PRETTY: Param = query(
+    "pretty",
+    ParamType::String,
+    "If 'true', then the output is pretty printed.",
+);
 const DRY_RUN: Param = query(
     "dryRun",
     ParamType::String,
@@ -90,47 +99,175 @@ const FORCE: Param = query(
     "Force is going to \"force\" Apply requests: the request re-acquires conflicting fields owned by other people. Must be unset for non-apply patch requests.",
 );
 const LIST_PARAMS: &[Param] = &[
-    query("allowWatchBookmarks", ParamType::Boolean, "allowWatchBookmarks requests watch events with type \"BOOKMARK\"."),
-    query("continue", ParamType::String, "The continue option should be set when retrieving more results from the server."),
-    query("fieldSelector", ParamType::String, "A selector to restrict the list of returned objects by their fields. Defaults to everything."),
-    query("labelSelector", ParamType::String, "A selector to restrict the list of returned objects by their labels. Defaults to everything."),
-    query("limit", ParamType::Integer, "limit is a maximum number of responses to return for a list call."),
-    query("resourceVersion", ParamType::String, "resourceVersion sets a constraint on what resource versions a request may be served from."),
-    query("resourceVersionMatch", ParamType::String, "resourceVersionMatch determines how resourceVersion is applied to list calls."),
-    query("sendInitialEvents", ParamType::Boolean, "`sendInitialEvents=true` may be set together with `watch=true`; the stream begins with synthetic events for existing objects."),
-    query("timeoutSeconds", ParamType::Integer, "Timeout for the list/watch call."),
-    query("watch", ParamType::Boolean, "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications."),
+    query(
+        "allowWatchBookmarks",
+        ParamType::Boolean,
+        "allowWatchBookmarks requests watch events with type \"BOOKMARK\".",
+    ),
+    query(
+        "continue",
+        ParamType::String,
+        "The continue option should be set when retrieving more results from the server.",
+    ),
+    query(
+        "fieldSelector",
+        ParamType::String,
+        "A selector to restrict the list of returned objects by their fields. Defaults to everything.",
+    ),
+    query(
+        "labelSelector",
+        ParamType::String,
+        "A selector to restrict the list of returned objects by their labels. Defaults to everything.",
+    ),
+    query(
+        "limit",
+        ParamType::Integer,
+        "limit is a maximum number of responses to return for a list call.",
+    ),
+    query(
+        "resourceVersion",
+        ParamType::String,
+        "resourceVersion sets a constraint on what resource versions a request may be served from.",
+    ),
+    query(
+        "resourceVersionMatch",
+        ParamType::String,
+        "resourceVersionMatch determines how resourceVersion is applied to list calls.",
+    ),
+    query(
+        "sendInitialEvents",
+        ParamType::Boolean,
+        "`sendInitialEvents=true` may be set together with `watch=true`; the stream begins with synthetic events for existing objects.",
+    ),
+    query(
+        "timeoutSeconds",
+        ParamType::Integer,
+        "Timeout for the list/watch call.",
+    ),
+    query(
+        "watch",
+        ParamType::Boolean,
+        "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.",
+    ),
 ];
 const DELETE_PARAMS: &[Param] = &[
-    query("gracePeriodSeconds", ParamType::Integer, "The duration in seconds before the object should be deleted."),
-    query("orphanDependents", ParamType::Boolean, "Deprecated: please use the PropagationPolicy."),
-    query("propagationPolicy", ParamType::String, "Whether and how garbage collection will be performed: Orphan, Background or Foreground."),
+    query(
+        "gracePeriodSeconds",
+        ParamType::Integer,
+        "The duration in seconds before the object should be deleted.",
+    ),
+    query(
+        "orphanDependents",
+        ParamType::Boolean,
+        "Deprecated: please use the PropagationPolicy.",
+    ),
+    query(
+        "propagationPolicy",
+        ParamType::String,
+        "Whether and how garbage collection will be performed: Orphan, Background or Foreground.",
+    ),
 ];
 const LOG_PARAMS: &[Param] = &[
-    query("container", ParamType::String, "The container for which to stream logs. Defaults to only container if there is one container in the pod."),
-    query("follow", ParamType::Boolean, "Follow the log stream of the pod."),
-    query("limitBytes", ParamType::Integer, "If set, the number of bytes to read from the server before terminating the log output."),
-    query("previous", ParamType::Boolean, "Return previous terminated container logs."),
-    query("sinceSeconds", ParamType::Integer, "A relative time in seconds before the current time from which to show logs."),
-    query("tailLines", ParamType::Integer, "If set, the number of lines from the end of the logs to show."),
-    query("timestamps", ParamType::Boolean, "If true, add an RFC3339 timestamp at the beginning of every line of log output."),
+    query(
+        "container",
+        ParamType::String,
+        "The container for which to stream logs. Defaults to only container if there is one container in the pod.",
+    ),
+    query(
+        "follow",
+        ParamType::Boolean,
+        "Follow the log stream of the pod.",
+    ),
+    query(
+        "limitBytes",
+        ParamType::Integer,
+        "If set, the number of bytes to read from the server before terminating the log output.",
+    ),
+    query(
+        "previous",
+        ParamType::Boolean,
+        "Return previous terminated container logs.",
+    ),
+    query(
+        "sinceSeconds",
+        ParamType::Integer,
+        "A relative time in seconds before the current time from which to show logs.",
+    ),
+    query(
+        "tailLines",
+        ParamType::Integer,
+        "If set, the number of lines from the end of the logs to show.",
+    ),
+    query(
+        "timestamps",
+        ParamType::Boolean,
+        "If true, add an RFC3339 timestamp at the beginning of every line of log output.",
+    ),
 ];
 const EXEC_PARAMS: &[Param] = &[
-    query("command", ParamType::String, "Command is the remote command to execute. argv array."),
-    query("container", ParamType::String, "Container in which to execute the command."),
-    query("stderr", ParamType::Boolean, "Redirect the standard error stream of the pod for this call."),
-    query("stdin", ParamType::Boolean, "Redirect the standard input stream of the pod for this call."),
-    query("stdout", ParamType::Boolean, "Redirect the standard output stream of the pod for this call."),
-    query("tty", ParamType::Boolean, "TTY if true indicates that a tty will be allocated for the exec call."),
+    query(
+        "command",
+        ParamType::String,
+        "Command is the remote command to execute. argv array.",
+    ),
+    query(
+        "container",
+        ParamType::String,
+        "Container in which to execute the command.",
+    ),
+    query(
+        "stderr",
+        ParamType::Boolean,
+        "Redirect the standard error stream of the pod for this call.",
+    ),
+    query(
+        "stdin",
+        ParamType::Boolean,
+        "Redirect the standard input stream of the pod for this call.",
+    ),
+    query(
+        "stdout",
+        ParamType::Boolean,
+        "Redirect the standard output stream of the pod for this call.",
+    ),
+    query(
+        "tty",
+        ParamType::Boolean,
+        "TTY if true indicates that a tty will be allocated for the exec call.",
+    ),
 ];
 const ATTACH_PARAMS: &[Param] = &[
-    query("container", ParamType::String, "The container in which to execute the command."),
-    query("stderr", ParamType::Boolean, "Stderr if true indicates that stderr is to be redirected for the attach call."),
-    query("stdin", ParamType::Boolean, "Stdin if true, redirects the standard input stream of the pod for this call."),
-    query("stdout", ParamType::Boolean, "Stdout if true indicates that stdout is to be redirected for the attach call."),
-    query("tty", ParamType::Boolean, "TTY if true indicates that a tty will be allocated for the attach call."),
+    query(
+        "container",
+        ParamType::String,
+        "The container in which to execute the command.",
+    ),
+    query(
+        "stderr",
+        ParamType::Boolean,
+        "Stderr if true indicates that stderr is to be redirected for the attach call.",
+    ),
+    query(
+        "stdin",
+        ParamType::Boolean,
+        "Stdin if true, redirects the standard input stream of the pod for this call.",
+    ),
+    query(
+        "stdout",
+        ParamType::Boolean,
+        "Stdout if true indicates that stdout is to be redirected for the attach call.",
+    ),
+    query(
+        "tty",
+        ParamType::Boolean,
+        "TTY if true indicates that a tty will be allocated for the attach call.",
+    ),
 ];
-const PORTFORWARD_PARAMS: &[Param] = &[query("ports", ParamType::Integer, "List of ports to forward.")];
+const PORTFORWARD_PARAMS: &[Param] = &[query(
+    "ports",
+    ParamType::Integer,
+    "List of ports to forward.",
+)];
 
 const PATCH_TYPES: &[&str] = &[
     "application/json-patch+json",
@@ -173,7 +310,11 @@ fn group_ident(group: &str) -> String {
     if group.is_empty() {
         return "Core".into();
     }
-    group.trim_end_matches(".k8s.io").split(['.', '-']).map(capitalize).collect()
+    group
+        .trim_end_matches(".k8s.io")
+        .split(['.', '-'])
+        .map(capitalize)
+        .collect()
 }
 
 fn capitalize(word: &str) -> String {
@@ -187,14 +328,21 @@ fn capitalize(word: &str) -> String {
 /// The tag kubernetes files a group version's operations under
 /// (`apps_v1`, `core_v1`, `coordination_v1`).
 fn tag(gv: GroupVersion) -> String {
-    let group = if gv.group.is_empty() { "core" } else { gv.group.trim_end_matches(".k8s.io") };
+    let group = if gv.group.is_empty() {
+        "core"
+    } else {
+        gv.group.trim_end_matches(".k8s.io")
+    };
     format!("{}_{}", group.replace('.', "_"), gv.version)
 }
 
 /// Builds the paths of every resource in `gvs`.
 pub(crate) fn paths(gvs: &[GroupVersion], flavor: Flavor) -> Map<String, Value> {
     let mut out = Map::new();
-    for r in registry::RESOURCES.iter().filter(|r| gvs.contains(&r.group_version)) {
+    for r in registry::RESOURCES
+        .iter()
+        .filter(|r| gvs.contains(&r.group_version))
+    {
         for item in resource_paths(r) {
             out.insert(item.path.clone(), render_path_item(&item, flavor));
         }
@@ -202,158 +350,307 @@ pub(crate) fn paths(gvs: &[GroupVersion], flavor: Flavor) -> Map<String, Value> 
     out
 }
 
-/// Builds the paths of one resource and its subresources.
-fn resource_paths(r: &'static ResourceInfo) -> Vec<PathItem> {
-    let gv = r.group_version;
-    let ident = format!("{}{}", group_ident(gv.group), capitalize(gv.version));
-    let scope = if r.namespaced { "Namespaced" } else { "" };
-    let kind_def = schemas::definition_name(gv.group, gv.version, r.kind).unwrap_or_default();
-    let own_gvk = || Some((gv.group, gv.version, r.kind.to_string()));
-    let base = if r.namespaced {
-        format!("{}/namespaces/{{namespace}}/{}", gv.url_prefix(), r.plural)
-    } else {
-        format!("{}/{}", gv.url_prefix(), r.plural)
-    };
-    let scope_params = if r.namespaced { vec![NAMESPACE, PRETTY] } else { vec![PRETTY] };
-    let item_params = {
-        let mut p = vec![NAME];
-        p.extend(scope_params.iter().copied());
-        p
-    };
-    let op = |method, action, verb: &str, sub: &str, description: String| Operation {
-        method,
-        action,
-        operation_id: format!("{verb}{ident}{scope}{}{sub}", r.kind),
-        description,
-        gvk: own_gvk(),
-        params: Vec::new(),
-        body: None,
-        response: Response::Definition(kind_def.clone()),
-        tag: tag(gv),
-    };
-    let with = |mut o: Operation, params: &[Param]| {
-        o.params.extend_from_slice(params);
-        o
-    };
-    let write_params = [DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION];
-    let patch_params = [DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION, FORCE];
-    let mut items = Vec::new();
+/// The group, version and kind an operation exchanges.
+type Gvk = (&'static str, &'static str, String);
 
-    if !r.stored {
-        // Virtual resources (bindings) only accept creation.
-        let mut create = with(op("post", "post", "create", "", format!("create a {}", r.kind)), &write_params);
-        create.body = Some((kind_def.clone(), &["application/json"]));
-        items.push(PathItem { path: base, params: scope_params, operations: vec![create] });
-        return items;
+const WRITE_PARAMS: &[Param] = &[DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION];
+const PATCH_PARAMS: &[Param] = &[DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION, FORCE];
+const JSON_BODY: &[&str] = &["application/json"];
+
+/// Builds the operations of one resource, holding what they all share.
+struct ResourceOps {
+    resource: &'static ResourceInfo,
+    /// The operation id stem: `AppsV1Namespaced`, `CoreV1`.
+    ident: String,
+    /// The definition name of the resource's kind.
+    kind_def: String,
+}
+
+impl ResourceOps {
+    fn new(resource: &'static ResourceInfo) -> Self {
+        let gv = resource.group_version;
+        let scope = if resource.namespaced {
+            "Namespaced"
+        } else {
+            ""
+        };
+        ResourceOps {
+            resource,
+            ident: format!("{}{}{scope}", group_ident(gv.group), capitalize(gv.version)),
+            kind_def: schemas::definition_name(gv.group, gv.version, resource.kind)
+                .unwrap_or_default(),
+        }
     }
 
-    let list_def = schemas::list_definition_name(&kind_def);
-    let mut list = with(op("get", "list", "list", "", format!("list or watch objects of kind {}", r.kind)), LIST_PARAMS);
-    list.response = Response::Definition(list_def.clone());
-    list.gvk = Some((gv.group, gv.version, r.list_kind()));
-    let mut create = with(op("post", "post", "create", "", format!("create a {}", r.kind)), &write_params);
-    create.body = Some((kind_def.clone(), &["application/json"]));
-    let mut delete_collection = with(
-        op("delete", "deletecollection", "deleteCollection", "", format!("delete collection of {}", r.kind)),
-        &[LIST_PARAMS, DELETE_PARAMS, &[DRY_RUN]].concat(),
-    );
-    delete_collection.body = Some((schemas::meta_definition("DeleteOptions"), &["application/json"]));
-    delete_collection.response = Response::Definition(schemas::meta_definition("Status"));
-    items.push(PathItem { path: base.clone(), params: scope_params.clone(), operations: vec![list, create, delete_collection] });
+    fn own_gvk(&self) -> Gvk {
+        let gv = self.resource.group_version;
+        (gv.group, gv.version, self.resource.kind.to_string())
+    }
 
-    if r.namespaced {
-        let mut list_all = with(
-            op("get", "list", "list", "ForAllNamespaces", format!("list or watch objects of kind {}", r.kind)),
-            LIST_PARAMS,
+    /// An operation on the resource's own kind; callers adjust the rest.
+    fn op(
+        &self,
+        method: &'static str,
+        action: &'static str,
+        verb: &str,
+        suffix: &str,
+        params: &[Param],
+    ) -> Operation {
+        let kind = self.resource.kind;
+        Operation {
+            method,
+            action,
+            operation_id: format!("{verb}{}{kind}{suffix}", self.ident),
+            description: String::new(),
+            gvk: Some(self.own_gvk()),
+            params: params.to_vec(),
+            body: None,
+            response: Response::Definition(self.kind_def.clone()),
+            tag: tag(self.resource.group_version),
+        }
+    }
+
+    fn collection_path(&self) -> String {
+        let r = self.resource;
+        let prefix = r.group_version.url_prefix();
+        if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{prefix}/{}", r.plural)
+        }
+    }
+
+    fn scope_params(&self) -> Vec<Param> {
+        if self.resource.namespaced {
+            vec![NAMESPACE, PRETTY]
+        } else {
+            vec![PRETTY]
+        }
+    }
+
+    fn item_params(&self) -> Vec<Param> {
+        let mut params = vec![NAME];
+        params.extend(self.scope_params());
+        params
+    }
+
+    /// `POST` creating an object described by `def` (tagged `gvk`).
+    fn create(&self, suffix: &str, def: &str, gvk: Gvk, description: String) -> Operation {
+        let mut create = self.op("post", "post", "create", suffix, WRITE_PARAMS);
+        create.description = description;
+        create.body = Some((def.to_string(), JSON_BODY));
+        create.response = Response::Definition(def.to_string());
+        create.gvk = Some(gvk);
+        create
+    }
+
+    /// `GET`, `PUT` and `PATCH` of the object, or of a subresource that
+    /// exchanges `def` (tagged `gvk`).
+    fn read_replace_patch(&self, suffix: &str, def: &str, gvk: Gvk, what: &str) -> Vec<Operation> {
+        let mut read = self.op("get", "get", "read", suffix, &[]);
+        read.description = format!("read {what}");
+        let mut replace = self.op("put", "put", "replace", suffix, WRITE_PARAMS);
+        replace.description = format!("replace {what}");
+        replace.body = Some((def.to_string(), JSON_BODY));
+        let mut patch = self.op("patch", "patch", "patch", suffix, PATCH_PARAMS);
+        patch.description = format!("partially update {what}");
+        patch.body = Some((schemas::meta_definition("Patch"), PATCH_TYPES));
+        let mut operations = vec![read, replace, patch];
+        for o in &mut operations {
+            o.response = Response::Definition(def.to_string());
+            o.gvk = Some(gvk.clone());
+        }
+        operations
+    }
+
+    /// Virtual resources (bindings) only accept creation.
+    fn create_only_item(&self) -> PathItem {
+        let create = self.create(
+            "",
+            &self.kind_def,
+            self.own_gvk(),
+            format!("create a {}", self.resource.kind),
         );
-        list_all.operation_id = format!("list{ident}{}ForAllNamespaces", r.kind);
-        list_all.response = Response::Definition(list_def);
-        list_all.gvk = Some((gv.group, gv.version, r.list_kind()));
-        items.push(PathItem {
-            path: format!("{}/{}", gv.url_prefix(), r.plural),
-            params: vec![PRETTY],
-            operations: vec![list_all],
-        });
+        PathItem {
+            path: self.collection_path(),
+            params: self.scope_params(),
+            operations: vec![create],
+        }
     }
 
-    let item_path = format!("{base}/{{name}}");
-    let read = op("get", "get", "read", "", format!("read the specified {}", r.kind));
-    let mut replace = with(op("put", "put", "replace", "", format!("replace the specified {}", r.kind)), &write_params);
-    replace.body = Some((kind_def.clone(), &["application/json"]));
-    let mut patch = with(op("patch", "patch", "patch", "", format!("partially update the specified {}", r.kind)), &patch_params);
-    patch.body = Some((schemas::meta_definition("Patch"), PATCH_TYPES));
-    let mut delete = with(op("delete", "delete", "delete", "", format!("delete a {}", r.kind)), &[DELETE_PARAMS, &[DRY_RUN]].concat());
-    delete.body = Some((schemas::meta_definition("DeleteOptions"), &["application/json"]));
-    items.push(PathItem { path: item_path.clone(), params: item_params.clone(), operations: vec![read, replace, patch, delete] });
+    fn list(&self, suffix: &str) -> Operation {
+        let r = self.resource;
+        let gv = r.group_version;
+        let mut list = self.op("get", "list", "list", suffix, LIST_PARAMS);
+        list.description = format!("list or watch objects of kind {}", r.kind);
+        list.response = Response::Definition(schemas::list_definition_name(&self.kind_def));
+        list.gvk = Some((gv.group, gv.version, r.list_kind()));
+        list
+    }
 
-    for &sub in r.subresources {
-        let sub_path = format!("{item_path}/{}", sub.name());
+    fn collection_item(&self) -> PathItem {
+        let kind = self.resource.kind;
+        let create = self.create(
+            "",
+            &self.kind_def,
+            self.own_gvk(),
+            format!("create a {kind}"),
+        );
+        let mut delete_collection = self.op(
+            "delete",
+            "deletecollection",
+            "deleteCollection",
+            "",
+            &[LIST_PARAMS, DELETE_PARAMS, &[DRY_RUN]].concat(),
+        );
+        delete_collection.description = format!("delete collection of {kind}");
+        delete_collection.body = Some((schemas::meta_definition("DeleteOptions"), JSON_BODY));
+        delete_collection.response = Response::Definition(schemas::meta_definition("Status"));
+        PathItem {
+            path: self.collection_path(),
+            params: self.scope_params(),
+            operations: vec![self.list(""), create, delete_collection],
+        }
+    }
+
+    /// `GET /apis/{g}/{v}/{plural}`: a namespaced resource listed across
+    /// every namespace.
+    fn all_namespaces_item(&self) -> Option<PathItem> {
+        let r = self.resource;
+        if !r.namespaced {
+            return None;
+        }
+        let mut list = self.list("ForAllNamespaces");
+        list.operation_id = list.operation_id.replacen("Namespaced", "", 1);
+        Some(PathItem {
+            path: format!("{}/{}", r.group_version.url_prefix(), r.plural),
+            params: vec![PRETTY],
+            operations: vec![list],
+        })
+    }
+
+    fn object_item(&self) -> PathItem {
+        let kind = self.resource.kind;
+        let mut operations = self.read_replace_patch(
+            "",
+            &self.kind_def,
+            self.own_gvk(),
+            &format!("the specified {kind}"),
+        );
+        let mut delete = self.op(
+            "delete",
+            "delete",
+            "delete",
+            "",
+            &[DELETE_PARAMS, &[DRY_RUN]].concat(),
+        );
+        delete.description = format!("delete a {kind}");
+        delete.body = Some((schemas::meta_definition("DeleteOptions"), JSON_BODY));
+        operations.push(delete);
+        PathItem {
+            path: format!("{}/{{name}}", self.collection_path()),
+            params: self.item_params(),
+            operations,
+        }
+    }
+
+    fn subresource_item(&self, sub: Subresource) -> PathItem {
+        let kind = self.resource.kind;
         let suffix = capitalize(sub.name());
+        let what = format!("{} of the specified {kind}", sub.name());
         let operations = match sub {
-            Subresource::Status | Subresource::Scale => {
-                let (def, gvk) = if sub == Subresource::Scale {
-                    (SCALE.to_string(), ("autoscaling", "v1", "Scale".to_string()))
-                } else {
-                    (kind_def.clone(), (gv.group, gv.version, r.kind.to_string()))
-                };
-                let what = format!("{} of the specified {}", sub.name(), r.kind);
-                let mut read = op("get", "get", "read", &suffix, format!("read {what}"));
-                let mut replace = with(op("put", "put", "replace", &suffix, format!("replace {what}")), &write_params);
-                replace.body = Some((def.clone(), &["application/json"]));
-                let mut patch = with(op("patch", "patch", "patch", &suffix, format!("partially update {what}")), &patch_params);
-                patch.body = Some((schemas::meta_definition("Patch"), PATCH_TYPES));
-                for o in [&mut read, &mut replace, &mut patch] {
-                    o.response = Response::Definition(def.clone());
-                    o.gvk = Some(gvk.clone());
-                }
-                vec![read, replace, patch]
+            Subresource::Status => {
+                self.read_replace_patch(&suffix, &self.kind_def, self.own_gvk(), &what)
             }
-            Subresource::Binding | Subresource::Eviction => {
-                let (def, gvk) = if sub == Subresource::Eviction {
-                    (EVICTION.to_string(), ("policy", "v1", "Eviction".to_string()))
-                } else {
-                    (schemas::definition_name("", "v1", "Binding").unwrap_or_default(), ("", "v1", "Binding".to_string()))
-                };
-                let mut create = with(op("post", "post", "create", &suffix, format!("create {} of a {}", sub.name(), r.kind)), &write_params);
-                create.body = Some((def.clone(), &["application/json"]));
-                create.response = Response::Definition(def);
-                create.gvk = Some(gvk);
-                vec![create]
+            Subresource::Scale => self.read_replace_patch(
+                &suffix,
+                SCALE,
+                ("autoscaling", "v1", "Scale".into()),
+                &what,
+            ),
+            Subresource::Eviction => {
+                vec![self.create(
+                    &suffix,
+                    EVICTION,
+                    ("policy", "v1", "Eviction".into()),
+                    format!("create {what}"),
+                )]
+            }
+            Subresource::Binding => {
+                let binding = schemas::definition_name("", "v1", "Binding").unwrap_or_default();
+                vec![self.create(
+                    &suffix,
+                    &binding,
+                    ("", "v1", "Binding".into()),
+                    format!("create {what}"),
+                )]
             }
             Subresource::Finalize => {
-                let mut replace = with(op("put", "put", "replace", &suffix, format!("replace finalize of the specified {}", r.kind)), &write_params);
-                replace.body = Some((kind_def.clone(), &["application/json"]));
+                let mut replace = self.op("put", "put", "replace", &suffix, WRITE_PARAMS);
+                replace.description = format!("replace {what}");
+                replace.body = Some((self.kind_def.clone(), JSON_BODY));
                 vec![replace]
             }
             Subresource::Log => {
-                let mut read = with(op("get", "get", "read", &suffix, format!("read log of the specified {}", r.kind)), LOG_PARAMS);
+                let mut read = self.op("get", "get", "read", &suffix, LOG_PARAMS);
+                read.description = format!("read {what}");
                 read.response = Response::Text;
                 vec![read]
             }
-            Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
-                let params = match sub {
-                    Subresource::Exec => EXEC_PARAMS,
-                    Subresource::Attach => ATTACH_PARAMS,
-                    _ => PORTFORWARD_PARAMS,
-                };
-                ["get", "post"]
-                    .into_iter()
-                    .map(|method| {
-                        let verb = format!("connect{}", capitalize(method));
-                        let mut o = with(op(method, "connect", &verb, &suffix, format!("connect {method} requests to {} of {}", sub.name(), r.kind)), params);
-                        o.response = Response::Upgrade;
-                        o.gvk = None;
-                        o
-                    })
-                    .collect()
-            }
+            Subresource::Exec => self.connect(sub, EXEC_PARAMS),
+            Subresource::Attach => self.connect(sub, ATTACH_PARAMS),
+            Subresource::PortForward => self.connect(sub, PORTFORWARD_PARAMS),
         };
-        let mut params = item_params.clone();
-        if matches!(sub, Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward) {
+        let mut params = self.item_params();
+        if matches!(
+            sub,
+            Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward
+        ) {
             params.retain(|p| p.name != PRETTY.name);
         }
-        items.push(PathItem { path: sub_path, params, operations });
+        PathItem {
+            path: format!("{}/{{name}}/{}", self.collection_path(), sub.name()),
+            params,
+            operations,
+        }
     }
+
+    /// `GET` and `POST` upgrading to a streaming protocol.
+    fn connect(&self, sub: Subresource, params: &[Param]) -> Vec<Operation> {
+        let suffix = capitalize(sub.name());
+        ["get", "post"]
+            .into_iter()
+            .map(|method| {
+                let verb = format!("connect{}", capitalize(method));
+                let mut o = self.op(method, "connect", &verb, &suffix, params);
+                o.description = format!(
+                    "connect {method} requests to {} of {}",
+                    sub.name(),
+                    self.resource.kind
+                );
+                o.response = Response::Upgrade;
+                o.gvk = None;
+                o
+            })
+            .collect()
+    }
+}
+
+/// Builds the paths of one resource and its subresources.
+fn resource_paths(resource: &'static ResourceInfo) -> Vec<PathItem> {
+    let ops = ResourceOps::new(resource);
+    if !resource.stored {
+        return vec![ops.create_only_item()];
+    }
+    let mut items = vec![ops.collection_item()];
+    items.extend(ops.all_namespaces_item());
+    items.push(ops.object_item());
+    items.extend(
+        resource
+            .subresources
+            .iter()
+            .map(|&sub| ops.subresource_item(sub)),
+    );
     items
 }
 
@@ -380,15 +677,27 @@ fn render_path_item(item: &PathItem, flavor: Flavor) -> Value {
     for o in &item.operations {
         out.insert(o.method.into(), render_operation(o, flavor));
     }
-    out.insert("parameters".into(), item.params.iter().map(|p| render_param(p, flavor)).collect());
+    out.insert(
+        "parameters".into(),
+        item.params
+            .iter()
+            .map(|p| render_param(p, flavor))
+            .collect(),
+    );
     Value::Object(out)
 }
 
 fn render_operation(o: &Operation, flavor: Flavor) -> Value {
     let prefix = flavor.ref_prefix();
     let (produces, schema): (&[&str], Value) = match &o.response {
-        Response::Definition(def) => (&["application/json"], json!({"$ref": format!("{prefix}{def}")})),
-        Response::Text => (&["text/plain", "application/json"], json!({"type": "string"})),
+        Response::Definition(def) => (
+            &["application/json"],
+            json!({"$ref": format!("{prefix}{def}")}),
+        ),
+        Response::Text => (
+            &["text/plain", "application/json"],
+            json!({"type": "string"}),
+        ),
         Response::Upgrade => (&["*/*"], json!({"type": "string"})),
     };
     let success = if o.method == "post" { "201" } else { "200" };
@@ -399,7 +708,8 @@ fn render_operation(o: &Operation, flavor: Flavor) -> Value {
         "x-kubernetes-action": o.action,
     });
     if let Some((group, version, kind)) = &o.gvk {
-        v["x-kubernetes-group-version-kind"] = json!({"group": group, "version": version, "kind": kind});
+        v["x-kubernetes-group-version-kind"] =
+            json!({"group": group, "version": version, "kind": kind});
     }
     let mut params: Vec<Value> = o.params.iter().map(|p| render_param(p, flavor)).collect();
     match flavor {
@@ -424,12 +734,19 @@ fn render_operation(o: &Operation, flavor: Flavor) -> Value {
             if let Some((def, consumes)) = &o.body {
                 let content: Map<String, Value> = consumes
                     .iter()
-                    .map(|mt| (mt.to_string(), json!({"schema": {"$ref": format!("{prefix}{def}")}})))
+                    .map(|mt| {
+                        (
+                            mt.to_string(),
+                            json!({"schema": {"$ref": format!("{prefix}{def}")}}),
+                        )
+                    })
                     .collect();
                 v["requestBody"] = json!({"content": content, "required": true});
             }
-            let content: Map<String, Value> =
-                produces.iter().map(|mt| (mt.to_string(), json!({"schema": schema}))).collect();
+            let content: Map<String, Value> = produces
+                .iter()
+                .map(|mt| (mt.to_string(), json!({"schema": schema})))
+                .collect();
             v["responses"] = json!({
                 success: {"description": "OK", "content": content},
                 "401": {"description": "Unauthorized"},
@@ -449,7 +766,10 @@ mod tests {
         assert_eq!(group_ident(""), "Core");
         assert_eq!(group_ident("apps"), "Apps");
         assert_eq!(group_ident("coordination.k8s.io"), "Coordination");
-        assert_eq!(group_ident("rbac.authorization.k8s.io"), "RbacAuthorization");
+        assert_eq!(
+            group_ident("rbac.authorization.k8s.io"),
+            "RbacAuthorization"
+        );
     }
 
     #[test]
@@ -463,9 +783,10 @@ mod tests {
                     if op["x-kubernetes-action"] == "connect" {
                         continue;
                     }
-                    let has = op["parameters"]
-                        .as_array()
-                        .is_some_and(|ps| ps.iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+                    let has = op["parameters"].as_array().is_some_and(|ps| {
+                        ps.iter()
+                            .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+                    });
                     assert!(has, "{method} {path} lacks fieldValidation ({flavor:?})");
                 }
             }
@@ -474,15 +795,46 @@ mod tests {
 
     #[test]
     fn deployment_paths_carry_actions_and_kinds() {
-        let paths = paths(&[GroupVersion { group: "apps", version: "v1" }], Flavor::V3);
+        let paths = paths(
+            &[GroupVersion {
+                group: "apps",
+                version: "v1",
+            }],
+            Flavor::V3,
+        );
         let item = &paths["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
         assert_eq!(item["patch"]["x-kubernetes-action"], "patch");
-        assert_eq!(item["patch"]["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert_eq!(item["patch"]["operationId"], "patchAppsV1NamespacedDeployment");
+        assert_eq!(
+            item["patch"]["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert_eq!(
+            item["patch"]["operationId"],
+            "patchAppsV1NamespacedDeployment"
+        );
         let scale = &paths["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"];
-        assert_eq!(scale["get"]["x-kubernetes-group-version-kind"]["group"], "autoscaling");
+        assert_eq!(
+            scale["get"]["x-kubernetes-group-version-kind"]["group"],
+            "autoscaling"
+        );
         let list_all = &paths["/apis/apps/v1/deployments"];
-        assert_eq!(list_all["get"]["x-kubernetes-group-version-kind"]["kind"], "DeploymentList");
+        assert_eq!(
+            list_all["get"]["x-kubernetes-group-version-kind"]["kind"],
+            "DeploymentList"
+        );
+        assert_eq!(
+            list_all["get"]["operationId"],
+            "listAppsV1DeploymentForAllNamespaces"
+        );
+        let collection = &paths["/apis/apps/v1/namespaces/{namespace}/deployments"];
+        assert_eq!(
+            collection["delete"]["x-kubernetes-action"],
+            "deletecollection"
+        );
+        assert_eq!(
+            collection["post"]["operationId"],
+            "createAppsV1NamespacedDeployment"
+        );
         assert!(!paths.contains_key("/api/v1/namespaces/{namespace}/pods"));
     }
 }

@@ -45,7 +45,10 @@ impl Message {
     }
 
     fn strings(&mut self, field: u64, value: Option<&Value>) {
-        let items = value.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let items = value
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for s in items.iter().filter_map(Value::as_str) {
             self.bytes(field, s.as_bytes());
         }
@@ -86,7 +89,11 @@ impl Message {
     }
 
     fn anys(&mut self, field: u64, value: Option<&Value>) {
-        for v in value.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        for v in value
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             self.any(field, Some(v));
         }
     }
@@ -143,7 +150,12 @@ pub(crate) fn encode_document(doc: &Value) -> Vec<u8> {
         }
         m.message(9, defs);
     }
-    for requirement in d.get("security").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+    for requirement in d
+        .get("security")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let mut r = Message::default();
         for (name, scopes) in object(requirement) {
             let mut array = Message::default();
@@ -197,7 +209,15 @@ fn encode_path_item(item: &Value) -> Message {
     let p = object(item);
     let mut m = Message::default();
     m.string(1, p.get("$ref"));
-    for (field, method) in [(2, "get"), (3, "put"), (4, "post"), (5, "delete"), (6, "options"), (7, "head"), (8, "patch")] {
+    for (field, method) in [
+        (2, "get"),
+        (3, "put"),
+        (4, "post"),
+        (5, "delete"),
+        (6, "options"),
+        (7, "head"),
+        (8, "patch"),
+    ] {
         if let Some(op) = p.get(method) {
             m.message(field, encode_operation(op));
         }
@@ -219,7 +239,10 @@ fn encode_operation(op: &Value) -> Message {
     encode_parameters(&mut m, 8, o.get("parameters"));
     if let Some(responses) = o.get("responses") {
         let mut r = Message::default();
-        for (code, response) in object(responses).iter().filter(|(k, _)| !k.starts_with("x-")) {
+        for (code, response) in object(responses)
+            .iter()
+            .filter(|(k, _)| !k.starts_with("x-"))
+        {
             let resp = object(response);
             let mut body = Message::default();
             body.string(1, resp.get("description"));
@@ -244,7 +267,11 @@ fn encode_operation(op: &Value) -> Message {
 /// `repeated ParametersItem`, each a `Parameter` (body or non-body) or a
 /// `JsonReference`.
 fn encode_parameters(m: &mut Message, field: u64, parameters: Option<&Value>) {
-    for param in parameters.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+    for param in parameters
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let p = object(param);
         let mut item = Message::default();
         if let Some(reference) = p.get("$ref") {
@@ -356,7 +383,9 @@ fn encode_schema(schema: &Value) -> Message {
     match s.get("items") {
         Some(Value::Array(schemas)) => {
             let mut items = Message::default();
-            schemas.iter().for_each(|i| items.message(1, encode_schema(i)));
+            schemas
+                .iter()
+                .for_each(|i| items.message(1, encode_schema(i)));
             m.message(23, items);
         }
         Some(single @ Value::Object(_)) => {
@@ -366,7 +395,12 @@ fn encode_schema(schema: &Value) -> Message {
         }
         _ => {}
     }
-    for sub in s.get("allOf").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+    for sub in s
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         m.message(24, encode_schema(sub));
     }
     if let Some(properties) = s.get("properties") {
@@ -409,6 +443,10 @@ mod tests {
         let text = String::from_utf8_lossy(&encoded);
         assert!(text.contains("x-kubernetes-patch-merge-key"));
         assert!(text.contains("\"name\""));
-        assert_eq!(encoded[0], (31 << 3 | 2) as u8 | 0x80, "field 31 needs a two-byte key");
+        assert_eq!(
+            encoded[0],
+            (31 << 3 | 2) as u8 | 0x80,
+            "field 31 needs a two-byte key"
+        );
     }
 }

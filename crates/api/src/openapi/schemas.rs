@@ -30,7 +30,10 @@ struct Root {
 }
 
 fn root<T: JsonSchema>() -> Root {
-    Root { name: T::schema_name, add: SchemaGenerator::subschema_for::<T> }
+    Root {
+        name: T::schema_name,
+        add: SchemaGenerator::subschema_for::<T>,
+    }
 }
 
 /// A kind with its group, version and the Rust type describing it.
@@ -42,7 +45,12 @@ struct Kind {
 }
 
 fn kind<T: JsonSchema>(group: &'static str, version: &'static str, kind: &'static str) -> Kind {
-    Kind { group, version, kind, root: root::<T>() }
+    Kind {
+        group,
+        version,
+        kind,
+        root: root::<T>(),
+    }
 }
 
 /// Every kind with a schema: the kinds of [`registry::RESOURCES`] plus the
@@ -103,7 +111,12 @@ const fn directive(
     merge_key: Option<&'static str>,
     strategy: &'static str,
 ) -> PatchDirective {
-    PatchDirective { definition, field, merge_key, strategy }
+    PatchDirective {
+        definition,
+        field,
+        merge_key,
+        strategy,
+    }
 }
 
 const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
@@ -118,7 +131,12 @@ static PATCH_DIRECTIVES: &[PatchDirective] = &[
     directive(POD_SPEC, "volumes", Some("name"), "merge,retainKeys"),
     directive(POD_SPEC, "imagePullSecrets", Some("name"), "merge"),
     directive(POD_SPEC, "hostAliases", Some("ip"), "merge"),
-    directive(POD_SPEC, "topologySpreadConstraints", Some("topologyKey"), "merge"),
+    directive(
+        POD_SPEC,
+        "topologySpreadConstraints",
+        Some("topologyKey"),
+        "merge",
+    ),
     directive(POD_SPEC, "resourceClaims", Some("name"), "merge,retainKeys"),
     directive(POD_SPEC, "schedulingGates", Some("name"), "merge"),
     directive(CONTAINER, "env", Some("name"), "merge"),
@@ -129,25 +147,115 @@ static PATCH_DIRECTIVES: &[PatchDirective] = &[
     directive(EPHEMERAL, "ports", Some("containerPort"), "merge"),
     directive(EPHEMERAL, "volumeMounts", Some("mountPath"), "merge"),
     directive(EPHEMERAL, "volumeDevices", Some("devicePath"), "merge"),
-    directive("io.k8s.api.core.v1.PodStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.core.v1.PodStatus", "podIPs", Some("ip"), "merge"),
-    directive("io.k8s.api.core.v1.PodStatus", "hostIPs", Some("ip"), "merge"),
-    directive("io.k8s.api.core.v1.PodStatus", "resourceClaimStatuses", Some("name"), "merge,retainKeys"),
-    directive("io.k8s.api.core.v1.ServiceSpec", "ports", Some("port"), "merge"),
-    directive("io.k8s.api.core.v1.ServiceStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.core.v1.ServiceAccount", "secrets", Some("name"), "merge"),
+    directive(
+        "io.k8s.api.core.v1.PodStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.PodStatus",
+        "podIPs",
+        Some("ip"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.PodStatus",
+        "hostIPs",
+        Some("ip"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.PodStatus",
+        "resourceClaimStatuses",
+        Some("name"),
+        "merge,retainKeys",
+    ),
+    directive(
+        "io.k8s.api.core.v1.ServiceSpec",
+        "ports",
+        Some("port"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.ServiceStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.ServiceAccount",
+        "secrets",
+        Some("name"),
+        "merge",
+    ),
     directive("io.k8s.api.core.v1.NodeSpec", "podCIDRs", None, "merge"),
-    directive("io.k8s.api.core.v1.NodeStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.core.v1.NodeStatus", "addresses", Some("type"), "merge"),
-    directive("io.k8s.api.core.v1.NamespaceStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.core.v1.PersistentVolumeClaimStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.apps.v1.DeploymentSpec", "strategy", None, "retainKeys"),
-    directive("io.k8s.api.apps.v1.DeploymentStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.apps.v1.StatefulSetStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", Some("type"), "merge"),
-    directive("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", None, "merge"),
-    directive("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", Some("uid"), "merge"),
+    directive(
+        "io.k8s.api.core.v1.NodeStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.NodeStatus",
+        "addresses",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.NamespaceStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.core.v1.PersistentVolumeClaimStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.apps.v1.DeploymentSpec",
+        "strategy",
+        None,
+        "retainKeys",
+    ),
+    directive(
+        "io.k8s.api.apps.v1.DeploymentStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.apps.v1.ReplicaSetStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.apps.v1.StatefulSetStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.apps.v1.DaemonSetStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+        None,
+        "merge",
+    ),
+    directive(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        Some("uid"),
+        "merge",
+    ),
 ];
 
 /// The definition name of a kind's list (`io.k8s.api.core.v1.PodList`).
@@ -157,14 +265,21 @@ pub(crate) fn list_definition_name(item_definition: &str) -> String {
 
 /// The definition name of the schema of `kind` in `group/version`, if it has one.
 pub(crate) fn definition_name(group: &str, version: &str, kind: &str) -> Option<String> {
-    KIND_NAMES.get(&(group.to_string(), version.to_string(), kind.to_string())).cloned()
+    KIND_NAMES
+        .get(&(group.to_string(), version.to_string(), kind.to_string()))
+        .cloned()
 }
 
 static KIND_NAMES: std::sync::LazyLock<BTreeMap<(String, String, String), String>> =
     std::sync::LazyLock::new(|| {
         kinds()
             .into_iter()
-            .map(|k| ((k.group.into(), k.version.into(), k.kind.into()), (k.root.name)().into_owned()))
+            .map(|k| {
+                (
+                    (k.group.into(), k.version.into(), k.kind.into()),
+                    (k.root.name)().into_owned(),
+                )
+            })
             .collect()
     });
 
@@ -182,7 +297,11 @@ pub(crate) fn meta_definition(short: &str) -> String {
 /// (`#/definitions/` or `#/components/schemas/`).
 pub(crate) fn all_definitions(ref_prefix: &str) -> Map<String, Value> {
     let settings = SchemaSettings::draft07().with(|s| {
-        s.definitions_path = ref_prefix.trim_start_matches('#').trim_end_matches('/').to_string().into();
+        s.definitions_path = ref_prefix
+            .trim_start_matches('#')
+            .trim_end_matches('/')
+            .to_string()
+            .into();
         s.meta_schema = None;
         s.transforms = Vec::new();
     });
@@ -253,7 +372,9 @@ fn add_group_version_kinds(definitions: &mut Map<String, Value>, kinds: &[Kind])
     let mut tags: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for k in kinds {
         let name = (k.root.name)().into_owned();
-        tags.entry(name.clone()).or_default().push(gvk(k.group, k.version, k.kind));
+        tags.entry(name.clone())
+            .or_default()
+            .push(gvk(k.group, k.version, k.kind));
         if definitions.contains_key(&list_definition_name(&name)) {
             tags.entry(list_definition_name(&name))
                 .or_default()
@@ -261,7 +382,16 @@ fn add_group_version_kinds(definitions: &mut Map<String, Value>, kinds: &[Kind])
         }
     }
     let mut every_group_version: Vec<GroupVersion> = registry::group_versions();
-    for extra in [GroupVersion { group: "autoscaling", version: "v1" }, GroupVersion { group: "policy", version: "v1" }] {
+    for extra in [
+        GroupVersion {
+            group: "autoscaling",
+            version: "v1",
+        },
+        GroupVersion {
+            group: "policy",
+            version: "v1",
+        },
+    ] {
         if !every_group_version.contains(&extra) {
             every_group_version.push(extra);
         }
@@ -292,7 +422,10 @@ fn add_patch_directives(definitions: &mut Map<String, Value>) {
     }
 }
 
-fn definitions_pointer_mut<'a>(definitions: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a mut Value> {
+fn definitions_pointer_mut<'a>(
+    definitions: &'a mut Map<String, Value>,
+    pointer: &str,
+) -> Option<&'a mut Value> {
     let mut parts = pointer.trim_start_matches('/').splitn(2, '/');
     let name = parts.next()?;
     let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
@@ -313,7 +446,9 @@ pub(crate) fn referenced_names(value: &Value, ref_prefix: &str, out: &mut BTreeS
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| referenced_names(v, ref_prefix, out)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| referenced_names(v, ref_prefix, out)),
         _ => {}
     }
 }
@@ -330,7 +465,9 @@ pub(crate) fn closure(
         if out.contains_key(&name) {
             continue;
         }
-        let Some(definition) = definitions.get(&name) else { continue };
+        let Some(definition) = definitions.get(&name) else {
+            continue;
+        };
         let mut refs = BTreeSet::new();
         referenced_names(definition, ref_prefix, &mut refs);
         pending.extend(refs.into_iter().filter(|r| !out.contains_key(r)));
@@ -372,7 +509,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("no schema for {}", r.kind));
             assert!(definitions.contains_key(&name), "{name} missing");
             if r.stored {
-                assert!(definitions.contains_key(&list_definition_name(&name)), "{name}List missing");
+                assert!(
+                    definitions.contains_key(&list_definition_name(&name)),
+                    "{name}List missing"
+                );
             }
         }
     }
@@ -387,10 +527,19 @@ mod tests {
                 .unwrap_or_else(|| panic!("{}.{} does not exist", d.definition, d.field));
             assert_eq!(field["x-kubernetes-patch-strategy"], d.strategy);
             if let Some(key) = d.merge_key {
-                assert_eq!(field["type"], "array", "{}.{} keyed but not a list", d.definition, d.field);
-                let item_ref = field["items"]["$ref"].as_str().expect("keyed lists hold objects");
+                assert_eq!(
+                    field["type"], "array",
+                    "{}.{} keyed but not a list",
+                    d.definition, d.field
+                );
+                let item_ref = field["items"]["$ref"]
+                    .as_str()
+                    .expect("keyed lists hold objects");
                 let item = &definitions[item_ref.trim_start_matches(V2)];
-                assert!(item["properties"].get(key).is_some(), "{item_ref} has no merge key {key}");
+                assert!(
+                    item["properties"].get(key).is_some(),
+                    "{item_ref} has no merge key {key}"
+                );
             }
         }
     }
@@ -400,6 +549,9 @@ mod tests {
         let mut v = json!({"a": {"$ref": "#/x"}, "b": {"$ref": "#/y", "description": "d"}});
         wrap_ref_siblings(&mut v);
         assert_eq!(v["a"], json!({"$ref": "#/x"}));
-        assert_eq!(v["b"], json!({"allOf": [{"$ref": "#/y"}], "description": "d"}));
+        assert_eq!(
+            v["b"],
+            json!({"allOf": [{"$ref": "#/y"}], "description": "d"})
+        );
     }
 }
