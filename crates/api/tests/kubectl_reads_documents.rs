@@ -425,3 +425,52 @@ fn kubectl_explains_every_served_resource() {
         assert!(out.contains("metadata\t<ObjectMeta>"), "{qualified}: {out}");
     }
 }
+
+/// kubectl leaves field validation to servers whose OpenAPI v3 document
+/// offers `fieldValidation`: it sends unknown fields on and asks the server
+/// to reject (`--validate=strict`, the default) or warn about them.
+#[test]
+fn kubectl_create_delegates_field_validation_to_the_server() {
+    let server = DocumentServer::start();
+    let home = tempfile::tempdir().expect("temp dir");
+    let manifest = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings"},
+        "data": {"mode": "fast"},
+        "bogusField": 1,
+    });
+    let file = home.path().join("cm.json");
+    std::fs::write(&file, manifest.to_string()).expect("write manifest");
+    let file = file.display().to_string();
+
+    kubectl(&server, home.path(), &["create", "-f", &file]);
+    kubectl(
+        &server,
+        home.path(),
+        &["create", "--validate=warn", "-f", &file],
+    );
+
+    let writes = server.writes();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    for (write, mode) in writes.iter().zip(["Strict", "Warn"]) {
+        assert_eq!(write.method, "POST");
+        assert!(
+            write
+                .target
+                .starts_with("/api/v1/namespaces/default/configmaps?"),
+            "{}",
+            write.target
+        );
+        assert!(
+            write.target.contains(&format!("fieldValidation={mode}")),
+            "{}",
+            write.target
+        );
+        assert!(
+            write.body.contains("bogusField"),
+            "unknown fields reach the server: {}",
+            write.body
+        );
+    }
+}
