@@ -231,10 +231,10 @@ fn default_volume(volume: &mut Map<String, Value>) {
 
 /// Defaults the pod template under `spec.template`.
 fn default_template(spec: &mut Map<String, Value>) {
-    if let Some(template) = existing(spec, "template") {
-        if let Some(pod_spec) = existing(template, "spec") {
-            default_pod_spec(pod_spec);
-        }
+    if let Some(template) = existing(spec, "template")
+        && let Some(pod_spec) = existing(template, "spec")
+    {
+        default_pod_spec(pod_spec);
     }
 }
 
@@ -245,11 +245,11 @@ fn default_deployment(obj: &mut Map<String, Value>) {
     set_default(spec, "progressDeadlineSeconds", json!(600));
     if let Some(strategy) = child(spec, "strategy") {
         set_default(strategy, "type", json!("RollingUpdate"));
-        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-            if let Some(rolling) = child(strategy, "rollingUpdate") {
-                set_default(rolling, "maxUnavailable", json!("25%"));
-                set_default(rolling, "maxSurge", json!("25%"));
-            }
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+            && let Some(rolling) = child(strategy, "rollingUpdate")
+        {
+            set_default(rolling, "maxUnavailable", json!("25%"));
+            set_default(rolling, "maxSurge", json!("25%"));
         }
     }
     default_template(spec);
@@ -268,10 +268,10 @@ fn default_stateful_set(obj: &mut Map<String, Value>) {
     set_default(spec, "revisionHistoryLimit", json!(10));
     if let Some(strategy) = child(spec, "updateStrategy") {
         set_default(strategy, "type", json!("RollingUpdate"));
-        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-            if let Some(rolling) = child(strategy, "rollingUpdate") {
-                set_default(rolling, "partition", json!(0));
-            }
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+            && let Some(rolling) = child(strategy, "rollingUpdate")
+        {
+            set_default(rolling, "partition", json!(0));
         }
     }
     if let Some(retention) = child(spec, "persistentVolumeClaimRetentionPolicy") {
@@ -296,11 +296,11 @@ fn default_daemon_set(obj: &mut Map<String, Value>) {
     set_default(spec, "revisionHistoryLimit", json!(10));
     if let Some(strategy) = child(spec, "updateStrategy") {
         set_default(strategy, "type", json!("RollingUpdate"));
-        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-            if let Some(rolling) = child(strategy, "rollingUpdate") {
-                set_default(rolling, "maxUnavailable", json!(1));
-                set_default(rolling, "maxSurge", json!(0));
-            }
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+            && let Some(rolling) = child(strategy, "rollingUpdate")
+        {
+            set_default(rolling, "maxUnavailable", json!(1));
+            set_default(rolling, "maxSurge", json!(0));
         }
     }
     default_template(spec);
@@ -336,11 +336,11 @@ fn default_service(obj: &mut Map<String, Value>) {
 
 fn default_namespace(obj: &mut Map<String, Value>) {
     let name = obj.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_string);
-    if let (Some(name), Some(metadata)) = (name, child(obj, "metadata")) {
-        if let Some(labels) = child(metadata, "labels") {
-            // The NamespaceDefaultLabelName defaulter always (re)sets it.
-            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
+    if let (Some(name), Some(metadata)) = (name, child(obj, "metadata"))
+        && let Some(labels) = child(metadata, "labels")
+    {
+        // The NamespaceDefaultLabelName defaulter always (re)sets it.
+        labels.insert("kubernetes.io/metadata.name".into(), json!(name));
     }
     if let Some(spec) = child(obj, "spec") {
         set_default(spec, "finalizers", json!(["kubernetes"]));
