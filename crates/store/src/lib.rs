@@ -10,6 +10,10 @@
 
 use std::fmt;
 
+mod redb_backend;
+
+pub use redb_backend::{CommitStats, CompactionPolicy, RedbOptions, RedbStore, Retention};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
