@@ -15,7 +15,9 @@ use crate::registry::ResourceInfo;
 ///
 /// Objects that are not JSON objects are left alone; validation rejects them.
 pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
-    let Some(obj) = object.as_object_mut() else { return };
+    let Some(obj) = object.as_object_mut() else {
+        return;
+    };
     match resource.kind {
         "Pod" => default_pod(obj),
         "Deployment" => default_deployment(obj),
@@ -61,7 +63,10 @@ fn existing<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Ma
 }
 
 /// Each object element of the array under `key`.
-fn each_item<'a>(obj: &'a mut Map<String, Value>, key: &str) -> impl Iterator<Item = &'a mut Map<String, Value>> {
+fn each_item<'a>(
+    obj: &'a mut Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = &'a mut Map<String, Value>> {
     obj.get_mut(key)
         .and_then(Value::as_array_mut)
         .into_iter()
@@ -73,7 +78,9 @@ fn default_pod(obj: &mut Map<String, Value>) {
         default_pod_spec(spec);
         default_pod_admission(spec);
     }
-    let qos = existing(obj, "spec").map(|spec| qos_class(spec)).unwrap_or("BestEffort");
+    let qos = existing(obj, "spec")
+        .map(|spec| qos_class(spec))
+        .unwrap_or("BestEffort");
     if let Some(status) = child(obj, "status") {
         set_default(status, "phase", json!("Pending"));
         set_default(status, "qosClass", json!(qos));
@@ -96,11 +103,16 @@ fn default_pod_admission(spec: &mut Map<String, Value>) {
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     set_default(spec, "tolerations", json!([]));
     if let Some(tolerations) = spec.get_mut("tolerations").and_then(Value::as_array_mut) {
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
             let tolerated = tolerations.iter().any(|t| {
                 let t_key = t.get("key").and_then(Value::as_str);
                 let effect = t.get("effect").and_then(Value::as_str);
-                (t_key == Some(key) || t_key.is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists"))
+                (t_key == Some(key)
+                    || t_key.is_none()
+                        && t.get("operator").and_then(Value::as_str) == Some("Exists"))
                     && (effect.is_none() || effect == Some("NoExecute"))
             });
             if !tolerated {
@@ -126,8 +138,12 @@ fn qos_class(spec: &Map<String, Value>) -> &'static str {
     let mut guaranteed = !containers.is_empty();
     for container in containers {
         let resources = container.get("resources");
-        let requests = resources.and_then(|r| r.get("requests")).and_then(Value::as_object);
-        let limits = resources.and_then(|r| r.get("limits")).and_then(Value::as_object);
+        let requests = resources
+            .and_then(|r| r.get("requests"))
+            .and_then(Value::as_object);
+        let limits = resources
+            .and_then(|r| r.get("limits"))
+            .and_then(Value::as_object);
         if requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty()) {
             any_set = true;
         }
@@ -165,7 +181,11 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
 }
 
 fn default_container(container: &mut Map<String, Value>) {
-    set_default(container, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(
+        container,
+        "terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
     set_default(container, "terminationMessagePolicy", json!("File"));
     let policy = image_pull_policy(container.get("image").and_then(Value::as_str).unwrap_or(""));
     set_default(container, "imagePullPolicy", json!(policy));
@@ -179,7 +199,9 @@ fn default_container(container: &mut Map<String, Value>) {
         }
     }
     for env in each_item(container, "env") {
-        if let Some(field_ref) = existing(env, "valueFrom").and_then(|from| existing(from, "fieldRef")) {
+        if let Some(field_ref) =
+            existing(env, "valueFrom").and_then(|from| existing(from, "fieldRef"))
+        {
             set_default(field_ref, "apiVersion", json!("v1"));
         }
     }
@@ -239,7 +261,9 @@ fn default_template(spec: &mut Map<String, Value>) {
 }
 
 fn default_deployment(obj: &mut Map<String, Value>) {
-    let Some(spec) = child(obj, "spec") else { return };
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
     set_default(spec, "replicas", json!(1));
     set_default(spec, "revisionHistoryLimit", json!(10));
     set_default(spec, "progressDeadlineSeconds", json!(600));
@@ -256,13 +280,17 @@ fn default_deployment(obj: &mut Map<String, Value>) {
 }
 
 fn default_replica_set(obj: &mut Map<String, Value>) {
-    let Some(spec) = child(obj, "spec") else { return };
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
     set_default(spec, "replicas", json!(1));
     default_template(spec);
 }
 
 fn default_stateful_set(obj: &mut Map<String, Value>) {
-    let Some(spec) = child(obj, "spec") else { return };
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
     set_default(spec, "replicas", json!(1));
     set_default(spec, "podManagementPolicy", json!("OrderedReady"));
     set_default(spec, "revisionHistoryLimit", json!(10));
@@ -292,7 +320,9 @@ fn default_stateful_set(obj: &mut Map<String, Value>) {
 }
 
 fn default_daemon_set(obj: &mut Map<String, Value>) {
-    let Some(spec) = child(obj, "spec") else { return };
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
     set_default(spec, "revisionHistoryLimit", json!(10));
     if let Some(strategy) = child(spec, "updateStrategy") {
         set_default(strategy, "type", json!("RollingUpdate"));
@@ -307,10 +337,16 @@ fn default_daemon_set(obj: &mut Map<String, Value>) {
 }
 
 fn default_service(obj: &mut Map<String, Value>) {
-    let Some(spec) = child(obj, "spec") else { return };
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
     set_default(spec, "type", json!("ClusterIP"));
     set_default(spec, "sessionAffinity", json!("None"));
-    let service_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let service_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     for port in each_item(spec, "ports") {
         set_default(port, "protocol", json!("TCP"));
         if let Some(number) = port.get("port").cloned() {
@@ -335,7 +371,11 @@ fn default_service(obj: &mut Map<String, Value>) {
 }
 
 fn default_namespace(obj: &mut Map<String, Value>) {
-    let name = obj.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_string);
+    let name = obj
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let (Some(name), Some(metadata)) = (name, child(obj, "metadata"))
         && let Some(labels) = child(metadata, "labels")
     {
@@ -373,7 +413,9 @@ fn default_pv(obj: &mut Map<String, Value>) {
 }
 
 fn default_node(obj: &mut Map<String, Value>) {
-    let Some(status) = existing(obj, "status") else { return };
+    let Some(status) = existing(obj, "status") else {
+        return;
+    };
     // `SetDefaults_NodeStatus`: allocatable defaults to capacity.
     if let Some(capacity) = status.get("capacity").cloned() {
         set_default(status, "allocatable", capacity);
@@ -544,20 +586,34 @@ mod tests {
     #[test]
     fn qos_class_reflects_resources() {
         let pod = |resources: Value| {
-            defaulted("v1", "Pod", json!({"spec": {"containers": [{"name": "c", "image": "x", "resources": resources}]}}))
+            defaulted(
+                "v1",
+                "Pod",
+                json!({"spec": {"containers": [{"name": "c", "image": "x", "resources": resources}]}}),
+            )
         };
         let both = json!({"cpu": "1", "memory": "1Gi"});
-        assert_eq!(pod(json!({"limits": both}))["status"]["qosClass"], "Guaranteed");
-        assert_eq!(pod(json!({"requests": {"cpu": "1"}}))["status"]["qosClass"], "Burstable");
+        assert_eq!(
+            pod(json!({"limits": both}))["status"]["qosClass"],
+            "Guaranteed"
+        );
+        assert_eq!(
+            pod(json!({"requests": {"cpu": "1"}}))["status"]["qosClass"],
+            "Burstable"
+        );
         assert_eq!(pod(json!({}))["status"]["qosClass"], "BestEffort");
     }
 
     #[test]
     fn probes_and_volumes_get_defaults() {
-        let pod = defaulted("v1", "Pod", json!({"spec": {
-            "containers": [{"name": "c", "image": "x:1", "livenessProbe": {"httpGet": {"port": 80}}}],
-            "volumes": [{"name": "s", "secret": {"secretName": "s"}}, {"name": "h", "hostPath": {"path": "/tmp"}}],
-        }}));
+        let pod = defaulted(
+            "v1",
+            "Pod",
+            json!({"spec": {
+                "containers": [{"name": "c", "image": "x:1", "livenessProbe": {"httpGet": {"port": 80}}}],
+                "volumes": [{"name": "s", "secret": {"secretName": "s"}}, {"name": "h", "hostPath": {"path": "/tmp"}}],
+            }}),
+        );
         let probe = &pod["spec"]["containers"][0]["livenessProbe"];
         assert_eq!(probe["httpGet"]["scheme"], "HTTP");
         assert_eq!(probe["httpGet"]["path"], "/");
@@ -571,20 +627,36 @@ mod tests {
         let ns = defaulted("v1", "Namespace", json!({"metadata": {"name": "team"}}));
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
-        assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "team");
+        assert_eq!(
+            ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "team"
+        );
 
-        assert_eq!(defaulted("v1", "Secret", json!({"metadata": {"name": "s"}}))["type"], "Opaque");
+        assert_eq!(
+            defaulted("v1", "Secret", json!({"metadata": {"name": "s"}}))["type"],
+            "Opaque"
+        );
         let pvc = defaulted("v1", "PersistentVolumeClaim", json!({"spec": {}}));
         assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
 
         let sts = defaulted("apps/v1", "StatefulSet", json!({"spec": {}}));
         assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
-        assert_eq!(sts["spec"]["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+        assert_eq!(
+            sts["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
 
         let ds = defaulted("apps/v1", "DaemonSet", json!({"spec": {}}));
-        assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"], json!({"maxUnavailable": 1, "maxSurge": 0}));
+        assert_eq!(
+            ds["spec"]["updateStrategy"]["rollingUpdate"],
+            json!({"maxUnavailable": 1, "maxSurge": 0})
+        );
 
-        let external = defaulted("v1", "Service", json!({"spec": {"type": "ExternalName", "externalName": "example.com"}}));
+        let external = defaulted(
+            "v1",
+            "Service",
+            json!({"spec": {"type": "ExternalName", "externalName": "example.com"}}),
+        );
         assert!(external["spec"].get("ipFamilies").is_none());
 
         let node = defaulted("v1", "Node", json!({"status": {"capacity": {"cpu": "2"}}}));

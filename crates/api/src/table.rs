@@ -78,11 +78,23 @@ impl Column {
 }
 
 const fn col(name: &'static str, kind: &'static str, description: &'static str) -> Column {
-    Column { name, kind, format: "", description, priority: 0 }
+    Column {
+        name,
+        kind,
+        format: "",
+        description,
+        priority: 0,
+    }
 }
 
 const fn wide(name: &'static str, kind: &'static str, description: &'static str) -> Column {
-    Column { name, kind, format: "", description, priority: 1 }
+    Column {
+        name,
+        kind,
+        format: "",
+        description,
+        priority: 1,
+    }
 }
 
 const NAME: Column = Column {
@@ -97,9 +109,21 @@ const AGE: Column = col(
     "string",
     "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
 );
-const CONTAINERS: Column = wide("Containers", "string", "Names of each container in the template.");
-const IMAGES: Column = wide("Images", "string", "Images referenced by each container in the template.");
-const SELECTOR: Column = wide("Selector", "string", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.");
+const CONTAINERS: Column = wide(
+    "Containers",
+    "string",
+    "Names of each container in the template.",
+);
+const IMAGES: Column = wide(
+    "Images",
+    "string",
+    "Images referenced by each container in the template.",
+);
+const SELECTOR: Column = wide(
+    "Selector",
+    "string",
+    "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+);
 
 type Cells = fn(&Value, SystemTime) -> Vec<Value>;
 type Conditions = fn(&Value) -> Option<Value>;
@@ -136,15 +160,26 @@ fn printer_for(kind: &str) -> Printer {
         "Lease" => (LEASE_COLUMNS, lease_cells),
         _ => (DEFAULT_COLUMNS, default_cells),
     };
-    let conditions: Conditions = if kind == "Pod" { pod_conditions } else { no_conditions };
-    Printer { columns, cells, conditions }
+    let conditions: Conditions = if kind == "Pod" {
+        pod_conditions
+    } else {
+        no_conditions
+    };
+    Printer {
+        columns,
+        cells,
+        conditions,
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Small accessors over JSON objects.
 
 fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn int_at(object: &Value, pointer: &str) -> i64 {
@@ -152,11 +187,18 @@ fn int_at(object: &Value, pointer: &str) -> i64 {
 }
 
 fn array_at<'a>(object: &'a Value, pointer: &str) -> &'a [Value] {
-    object.pointer(pointer).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    object
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn or_none(s: &str) -> String {
-    if s.is_empty() { "<none>".into() } else { s.into() }
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.into()
+    }
 }
 
 fn name(object: &Value) -> Value {
@@ -176,12 +218,18 @@ fn age_of(timestamp: Option<&Value>, now: SystemTime) -> String {
 }
 
 fn since(then: Timestamp, now: SystemTime) -> String {
-    let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let then_secs = then.as_second() as f64 + f64::from(then.subsec_nanosecond()) / 1e9;
     let delta = now_secs - then_secs;
     if delta < 0.0 {
         // Clock skew: HumanDuration tolerates up to two seconds.
-        if delta <= -2.0 { "<invalid>".into() } else { "0s".into() }
+        if delta <= -2.0 {
+            "<invalid>".into()
+        } else {
+            "0s".into()
+        }
     } else {
         human_duration(Duration::from_secs_f64(delta))
     }
@@ -200,7 +248,11 @@ pub fn human_duration(d: Duration) -> String {
     let minutes = seconds / 60;
     if minutes < 10 {
         let s = seconds % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -208,7 +260,11 @@ pub fn human_duration(d: Duration) -> String {
     let hours = minutes / 60;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
@@ -216,7 +272,11 @@ pub fn human_duration(d: Duration) -> String {
     let days = hours / 24;
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{days}d") } else { format!("{days}d{h}h") };
+        return if h == 0 {
+            format!("{days}d")
+        } else {
+            format!("{days}d{h}h")
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{days}d");
@@ -224,7 +284,11 @@ pub fn human_duration(d: Duration) -> String {
     let years = days / 365;
     if hours < 24 * 365 * 8 {
         let dy = days % 365;
-        return if dy == 0 { format!("{years}y") } else { format!("{years}y{dy}d") };
+        return if dy == 0 {
+            format!("{years}y")
+        } else {
+            format!("{years}y{dy}d")
+        };
     }
     format!("{years}y")
 }
@@ -233,16 +297,26 @@ pub fn human_duration(d: Duration) -> String {
 fn format_labels(labels: Option<&Value>) -> String {
     let pairs: Vec<String> = labels
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default();
     let mut pairs = pairs;
     pairs.sort();
-    if pairs.is_empty() { "<none>".into() } else { pairs.join(",") }
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
 }
 
 /// `metav1.LabelSelectorAsSelector(...).String()`: requirements sorted by key.
 fn format_selector(selector: Option<&Value>) -> String {
-    let Some(selector) = selector.filter(|s| !s.is_null()) else { return String::new() };
+    let Some(selector) = selector.filter(|s| !s.is_null()) else {
+        return String::new();
+    };
     let mut requirements: Vec<(String, String)> = Vec::new();
     if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
         for (k, v) in labels {
@@ -251,7 +325,10 @@ fn format_selector(selector: Option<&Value>) -> String {
     }
     for expression in array_at(selector, "/matchExpressions") {
         let key = str_at(expression, "/key").to_string();
-        let mut values: Vec<&str> = array_at(expression, "/values").iter().filter_map(Value::as_str).collect();
+        let mut values: Vec<&str> = array_at(expression, "/values")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         values.sort();
         let values = values.join(",");
         let text = match str_at(expression, "/operator") {
@@ -264,7 +341,11 @@ fn format_selector(selector: Option<&Value>) -> String {
         requirements.push((key, text));
     }
     requirements.sort();
-    requirements.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join(",")
+    requirements
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Container names and images of a pod template, comma-joined.
@@ -280,14 +361,42 @@ fn containers_and_images(object: &Value) -> (Value, Value) {
 
 const POD_COLUMNS: &[Column] = &[
     NAME,
-    col("Ready", "string", "The aggregate readiness state of this pod for accepting traffic."),
-    col("Status", "string", "The aggregate status of the containers in this pod."),
-    col("Restarts", "string", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+    col(
+        "Ready",
+        "string",
+        "The aggregate readiness state of this pod for accepting traffic.",
+    ),
+    col(
+        "Status",
+        "string",
+        "The aggregate status of the containers in this pod.",
+    ),
+    col(
+        "Restarts",
+        "string",
+        "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+    ),
     AGE,
-    wide("IP", "string", "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated."),
-    wide("Node", "string", "NodeName indicates in which node this pod is scheduled. If empty, this pod is a candidate for scheduling by the scheduler defined in schedulerName. Once this field is set, the kubelet for this node becomes responsible for the lifecycle of this pod. This field should not be used to express a desire for the pod to be scheduled on a specific node. https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#nodename"),
-    wide("Nominated Node", "string", "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods. This field does not guarantee that the pod will be scheduled on this node. Scheduler may decide to place the pod elsewhere if other nodes become available sooner. Scheduler may also decide to give the resources on this node to a higher priority pod that is created after preemption. As a result, this field may be different than PodSpec.nodeName when the pod is scheduled."),
-    wide("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness. A pod is ready when all its containers are ready AND all conditions specified in the readiness gates have status equal to \"True\" More info: https://git.k8s.io/enhancements/keps/sig-network/580-pod-readiness-gates"),
+    wide(
+        "IP",
+        "string",
+        "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+    ),
+    wide(
+        "Node",
+        "string",
+        "NodeName indicates in which node this pod is scheduled. If empty, this pod is a candidate for scheduling by the scheduler defined in schedulerName. Once this field is set, the kubelet for this node becomes responsible for the lifecycle of this pod. This field should not be used to express a desire for the pod to be scheduled on a specific node. https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#nodename",
+    ),
+    wide(
+        "Nominated Node",
+        "string",
+        "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods. This field does not guarantee that the pod will be scheduled on this node. Scheduler may decide to place the pod elsewhere if other nodes become available sooner. Scheduler may also decide to give the resources on this node to a higher priority pod that is created after preemption. As a result, this field may be different than PodSpec.nodeName when the pod is scheduled.",
+    ),
+    wide(
+        "Readiness Gates",
+        "string",
+        "If specified, all readiness gates will be evaluated for pod readiness. A pod is ready when all its containers are ready AND all conditions specified in the readiness gates have status equal to \"True\" More info: https://git.k8s.io/enhancements/keps/sig-network/580-pod-readiness-gates",
+    ),
 ];
 
 /// What `kubectl get pods` shows in READY, STATUS and RESTARTS.
@@ -349,7 +458,10 @@ fn summarize_pod(pod: &Value) -> PodSummary {
     let mut sidecar_last_restart = None;
 
     let mut initializing = false;
-    for (i, status) in array_at(pod, "/status/initContainerStatuses").iter().enumerate() {
+    for (i, status) in array_at(pod, "/status/initContainerStatuses")
+        .iter()
+        .enumerate()
+    {
         let count = int_at(status, "/restartCount");
         restarts += count;
         last_restart = later(last_restart, last_termination(status));
@@ -393,7 +505,9 @@ fn summarize_pod(pod: &Value) -> PodSummary {
             last_restart = later(last_restart, last_termination(status));
             let waiting = str_at(status, "/state/waiting/reason");
             let terminated = status.pointer("/state/terminated").filter(|t| !t.is_null());
-            let running = status.pointer("/state/running").is_some_and(|r| !r.is_null());
+            let running = status
+                .pointer("/state/running")
+                .is_some_and(|r| !r.is_null());
             if !waiting.is_empty() {
                 reason = waiting.to_string();
             } else if let Some(t) = terminated {
@@ -408,32 +522,56 @@ fn summarize_pod(pod: &Value) -> PodSummary {
             }
         }
         if reason == "Completed" && has_running {
-            reason = if has_condition(pod, "Ready") { "Running".into() } else { "NotReady".into() };
+            reason = if has_condition(pod, "Ready") {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
 
-    let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
+    let deleting = pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null());
     if deleting && str_at(pod, "/status/reason") == "NodeLost" {
         reason = "Unknown".into();
     } else if deleting && phase != "Succeeded" && phase != "Failed" {
         reason = "Terminating".into();
     }
-    PodSummary { ready, total, reason, restarts, last_restart }
+    PodSummary {
+        ready,
+        total,
+        reason,
+        restarts,
+        last_restart,
+    }
 }
 
 fn pod_cells(pod: &Value, now: SystemTime) -> Vec<Value> {
     let summary = summarize_pod(pod);
     let restarts = match summary.last_restart {
-        Some(at) if summary.restarts != 0 => format!("{} ({} ago)", summary.restarts, since(at, now)),
+        Some(at) if summary.restarts != 0 => {
+            format!("{} ({} ago)", summary.restarts, since(at, now))
+        }
         _ => summary.restarts.to_string(),
     };
-    let ip = array_at(pod, "/status/podIPs").first().map(|ip| str_at(ip, "/ip")).unwrap_or("");
-    let ip = if ip.is_empty() { str_at(pod, "/status/podIP") } else { ip };
+    let ip = array_at(pod, "/status/podIPs")
+        .first()
+        .map(|ip| str_at(ip, "/ip"))
+        .unwrap_or("");
+    let ip = if ip.is_empty() {
+        str_at(pod, "/status/podIP")
+    } else {
+        ip
+    };
     let gates = array_at(pod, "/spec/readinessGates");
     let readiness_gates = if gates.is_empty() {
         "<none>".to_string()
     } else {
-        let passed = gates.iter().filter(|g| has_condition(pod, str_at(g, "/conditionType"))).count();
+        let passed = gates
+            .iter()
+            .filter(|g| has_condition(pod, str_at(g, "/conditionType")))
+            .count();
         format!("{passed}/{}", gates.len())
     };
     vec![
@@ -452,8 +590,12 @@ fn pod_cells(pod: &Value, now: SystemTime) -> Vec<Value> {
 /// Finished pods carry a `Completed` row condition, as kube-apiserver sets.
 fn pod_conditions(pod: &Value) -> Option<Value> {
     match str_at(pod, "/status/phase") {
-        "Succeeded" => Some(json!([{"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."}])),
-        "Failed" => Some(json!([{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}])),
+        "Succeeded" => Some(
+            json!([{"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."}]),
+        ),
+        "Failed" => Some(
+            json!([{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]),
+        ),
         _ => None,
     }
 }
@@ -464,8 +606,16 @@ fn pod_conditions(pod: &Value) -> Option<Value> {
 const DEPLOYMENT_COLUMNS: &[Column] = &[
     NAME,
     col("Ready", "string", "Number of the pod with ready state"),
-    col("Up-to-date", "integer", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-    col("Available", "integer", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+    col(
+        "Up-to-date",
+        "integer",
+        "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+    ),
+    col(
+        "Available",
+        "integer",
+        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+    ),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -476,7 +626,11 @@ fn deployment_cells(object: &Value, now: SystemTime) -> Vec<Value> {
     let (containers, images) = containers_and_images(object);
     vec![
         name(object),
-        json!(format!("{}/{}", int_at(object, "/status/readyReplicas"), int_at(object, "/spec/replicas"))),
+        json!(format!(
+            "{}/{}",
+            int_at(object, "/status/readyReplicas"),
+            int_at(object, "/spec/replicas")
+        )),
         json!(int_at(object, "/status/updatedReplicas")),
         json!(int_at(object, "/status/availableReplicas")),
         creation_age(object, now),
@@ -488,9 +642,21 @@ fn deployment_cells(object: &Value, now: SystemTime) -> Vec<Value> {
 
 const REPLICA_SET_COLUMNS: &[Column] = &[
     NAME,
-    col("Desired", "integer", "Replicas is the number of desired pods. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset"),
-    col("Current", "integer", "Replicas is the most recently observed number of non-terminating pods. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset"),
-    col("Ready", "integer", "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition."),
+    col(
+        "Desired",
+        "integer",
+        "Replicas is the number of desired pods. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset",
+    ),
+    col(
+        "Current",
+        "integer",
+        "Replicas is the most recently observed number of non-terminating pods. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset",
+    ),
+    col(
+        "Ready",
+        "integer",
+        "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.",
+    ),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -523,7 +689,11 @@ fn stateful_set_cells(object: &Value, now: SystemTime) -> Vec<Value> {
     let (containers, images) = containers_and_images(object);
     vec![
         name(object),
-        json!(format!("{}/{}", int_at(object, "/status/readyReplicas"), int_at(object, "/spec/replicas"))),
+        json!(format!(
+            "{}/{}",
+            int_at(object, "/status/readyReplicas"),
+            int_at(object, "/spec/replicas")
+        )),
         creation_age(object, now),
         containers,
         images,
@@ -532,12 +702,36 @@ fn stateful_set_cells(object: &Value, now: SystemTime) -> Vec<Value> {
 
 const DAEMON_SET_COLUMNS: &[Column] = &[
     NAME,
-    col("Desired", "integer", "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod). More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/"),
-    col("Current", "integer", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod. More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/"),
-    col("Ready", "integer", "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition."),
-    col("Up-to-date", "integer", "The total number of nodes that are running updated daemon pod"),
-    col("Available", "integer", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
-    col("Node Selector", "string", "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node. More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/"),
+    col(
+        "Desired",
+        "integer",
+        "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod). More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/",
+    ),
+    col(
+        "Current",
+        "integer",
+        "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod. More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/",
+    ),
+    col(
+        "Ready",
+        "integer",
+        "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition.",
+    ),
+    col(
+        "Up-to-date",
+        "integer",
+        "The total number of nodes that are running updated daemon pod",
+    ),
+    col(
+        "Available",
+        "integer",
+        "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)",
+    ),
+    col(
+        "Node Selector",
+        "string",
+        "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node. More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/",
+    ),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -553,7 +747,9 @@ fn daemon_set_cells(object: &Value, now: SystemTime) -> Vec<Value> {
         json!(int_at(object, "/status/numberReady")),
         json!(int_at(object, "/status/updatedNumberScheduled")),
         json!(int_at(object, "/status/numberAvailable")),
-        json!(format_labels(object.pointer("/spec/template/spec/nodeSelector"))),
+        json!(format_labels(
+            object.pointer("/spec/template/spec/nodeSelector")
+        )),
         creation_age(object, now),
         containers,
         images,
@@ -566,12 +762,32 @@ fn daemon_set_cells(object: &Value, now: SystemTime) -> Vec<Value> {
 
 const SERVICE_COLUMNS: &[Column] = &[
     NAME,
-    col("Type", "string", "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer."),
-    col("Cluster-IP", "string", "clusterIP is the IP address of the service and is usually assigned randomly."),
-    col("External-IP", "string", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-    col("Port(s)", "string", "The list of ports that are exposed by this service."),
+    col(
+        "Type",
+        "string",
+        "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer.",
+    ),
+    col(
+        "Cluster-IP",
+        "string",
+        "clusterIP is the IP address of the service and is usually assigned randomly.",
+    ),
+    col(
+        "External-IP",
+        "string",
+        "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+    ),
+    col(
+        "Port(s)",
+        "string",
+        "The list of ports that are exposed by this service.",
+    ),
     AGE,
-    wide("Selector", "string", "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify."),
+    wide(
+        "Selector",
+        "string",
+        "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify.",
+    ),
 ];
 
 /// `makePortString`: `80/TCP,443:30443/TCP`.
@@ -591,20 +807,33 @@ fn service_ports(service: &Value) -> String {
 
 /// `getServiceExternalIP`.
 fn service_external_ip(service: &Value) -> String {
-    let external: Vec<&str> = array_at(service, "/spec/externalIPs").iter().filter_map(Value::as_str).collect();
+    let external: Vec<&str> = array_at(service, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     match str_at(service, "/spec/type") {
         "" | "ClusterIP" | "NodePort" => or_none(&external.join(",")),
         "LoadBalancer" => {
             let ingress: Vec<&str> = array_at(service, "/status/loadBalancer/ingress")
                 .iter()
-                .map(|i| if str_at(i, "/ip").is_empty() { str_at(i, "/hostname") } else { str_at(i, "/ip") })
+                .map(|i| {
+                    if str_at(i, "/ip").is_empty() {
+                        str_at(i, "/hostname")
+                    } else {
+                        str_at(i, "/ip")
+                    }
+                })
                 .filter(|s| !s.is_empty())
                 .collect();
             let mut all = external;
             if !ingress.is_empty() {
                 all.extend(ingress);
             }
-            if all.is_empty() { "<pending>".into() } else { all.join(",") }
+            if all.is_empty() {
+                "<pending>".into()
+            } else {
+                all.join(",")
+            }
         }
         "ExternalName" => str_at(service, "/spec/externalName").to_string(),
         _ => "<unknown>".into(),
@@ -642,7 +871,11 @@ fn list_with_more(list: &[String], count: usize, max: usize, empty: &str) -> Str
 }
 
 fn join_host_port(ip: &str, port: i64) -> String {
-    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 /// `formatEndpoints`: up to three ready `ip:port` pairs.
@@ -655,16 +888,29 @@ fn format_endpoints(endpoints: &Value) -> String {
     let mut list = Vec::new();
     let mut count = 0;
     for subset in subsets {
-        let addresses: Vec<&str> = array_at(subset, "/addresses").iter().map(|a| str_at(a, "/ip")).collect();
+        let addresses: Vec<&str> = array_at(subset, "/addresses")
+            .iter()
+            .map(|a| str_at(a, "/ip"))
+            .collect();
         let ports = array_at(subset, "/ports");
         if ports.is_empty() {
             count += addresses.len();
-            list.extend(addresses.iter().take(MAX.saturating_sub(list.len())).map(|a| a.to_string()));
+            list.extend(
+                addresses
+                    .iter()
+                    .take(MAX.saturating_sub(list.len()))
+                    .map(|a| a.to_string()),
+            );
         } else {
             for port in ports {
                 count += addresses.len();
                 let room = MAX.saturating_sub(list.len());
-                list.extend(addresses.iter().take(room).map(|a| join_host_port(a, int_at(port, "/port"))));
+                list.extend(
+                    addresses
+                        .iter()
+                        .take(room)
+                        .map(|a| join_host_port(a, int_at(port, "/port"))),
+                );
             }
         }
     }
@@ -672,14 +918,30 @@ fn format_endpoints(endpoints: &Value) -> String {
 }
 
 fn endpoints_cells(object: &Value, now: SystemTime) -> Vec<Value> {
-    vec![name(object), json!(format_endpoints(object)), creation_age(object, now)]
+    vec![
+        name(object),
+        json!(format_endpoints(object)),
+        creation_age(object, now),
+    ]
 }
 
 const ENDPOINT_SLICE_COLUMNS: &[Column] = &[
     NAME,
-    col("AddressType", "string", "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type. This field is immutable after creation."),
-    col("Ports", "string", "ports specifies the list of network ports exposed by each endpoint in this slice."),
-    col("Endpoints", "string", "endpoints is a list of unique endpoints in this slice."),
+    col(
+        "AddressType",
+        "string",
+        "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type. This field is immutable after creation.",
+    ),
+    col(
+        "Ports",
+        "string",
+        "ports specifies the list of network ports exposed by each endpoint in this slice.",
+    ),
+    col(
+        "Endpoints",
+        "string",
+        "endpoints is a list of unique endpoints in this slice.",
+    ),
     AGE,
 ];
 
@@ -694,7 +956,12 @@ fn endpoint_slice_cells(object: &Value, now: SystemTime) -> Vec<Value> {
         .collect();
     let addresses: Vec<String> = array_at(object, "/endpoints")
         .iter()
-        .flat_map(|e| array_at(e, "/addresses").iter().filter_map(Value::as_str).map(str::to_string))
+        .flat_map(|e| {
+            array_at(e, "/addresses")
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+        })
         .collect();
     let shown_ports: Vec<String> = ports.iter().take(MAX).cloned().collect();
     let shown_addresses: Vec<String> = addresses.iter().take(MAX).cloned().collect();
@@ -702,7 +969,12 @@ fn endpoint_slice_cells(object: &Value, now: SystemTime) -> Vec<Value> {
         name(object),
         json!(str_at(object, "/addressType")),
         json!(list_with_more(&shown_ports, ports.len(), MAX, "<unset>")),
-        json!(list_with_more(&shown_addresses, addresses.len(), MAX, "<unset>")),
+        json!(list_with_more(
+            &shown_addresses,
+            addresses.len(),
+            MAX,
+            "<unset>"
+        )),
         creation_age(object, now),
     ]
 }
@@ -717,7 +989,11 @@ const NAMESPACE_COLUMNS: &[Column] = &[
 ];
 
 fn namespace_cells(object: &Value, now: SystemTime) -> Vec<Value> {
-    vec![name(object), json!(str_at(object, "/status/phase")), creation_age(object, now)]
+    vec![
+        name(object),
+        json!(str_at(object, "/status/phase")),
+        creation_age(object, now),
+    ]
 }
 
 const NODE_COLUMNS: &[Column] = &[
@@ -726,17 +1002,44 @@ const NODE_COLUMNS: &[Column] = &[
     col("Roles", "string", "The roles of the node"),
     AGE,
     col("Version", "string", "Kubelet Version reported by the node."),
-    wide("Internal-IP", "string", "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP)."),
-    wide("External-IP", "string", "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses"),
-    wide("OS-Image", "string", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
-    wide("Kernel-Version", "string", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
-    wide("Container-Runtime", "string", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
+    wide(
+        "Internal-IP",
+        "string",
+        "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).",
+    ),
+    wide(
+        "External-IP",
+        "string",
+        "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses",
+    ),
+    wide(
+        "OS-Image",
+        "string",
+        "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+    ),
+    wide(
+        "Kernel-Version",
+        "string",
+        "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+    ),
+    wide(
+        "Container-Runtime",
+        "string",
+        "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+    ),
 ];
 
 fn node_status(node: &Value) -> String {
     let mut status = Vec::new();
-    if let Some(ready) = array_at(node, "/status/conditions").iter().find(|c| str_at(c, "/type") == "Ready") {
-        status.push(if str_at(ready, "/status") == "True" { "Ready" } else { "NotReady" });
+    if let Some(ready) = array_at(node, "/status/conditions")
+        .iter()
+        .find(|c| str_at(c, "/type") == "Ready")
+    {
+        status.push(if str_at(ready, "/status") == "True" {
+            "Ready"
+        } else {
+            "NotReady"
+        });
     }
     if status.is_empty() {
         status.push("Unknown");
@@ -752,7 +1055,10 @@ fn node_roles(node: &Value) -> String {
     let mut roles = BTreeSet::new();
     if let Some(labels) = node.pointer("/metadata/labels").and_then(Value::as_object) {
         for (key, value) in labels {
-            if let Some(role) = key.strip_prefix("node-role.kubernetes.io/").filter(|r| !r.is_empty()) {
+            if let Some(role) = key
+                .strip_prefix("node-role.kubernetes.io/")
+                .filter(|r| !r.is_empty())
+            {
                 roles.insert(role.to_string());
             } else if key == "kubernetes.io/role"
                 && let Some(role) = value.as_str().filter(|v| !v.is_empty())
@@ -765,12 +1071,18 @@ fn node_roles(node: &Value) -> String {
 }
 
 fn node_address(node: &Value, kind: &str) -> String {
-    let address = array_at(node, "/status/addresses").iter().find(|a| str_at(a, "/type") == kind);
+    let address = array_at(node, "/status/addresses")
+        .iter()
+        .find(|a| str_at(a, "/type") == kind);
     or_none(address.map_or("", |a| str_at(a, "/address")))
 }
 
 fn or_unknown(s: &str) -> String {
-    if s.is_empty() { "<unknown>".into() } else { s.into() }
+    if s.is_empty() {
+        "<unknown>".into()
+    } else {
+        s.into()
+    }
 }
 
 fn node_cells(object: &Value, now: SystemTime) -> Vec<Value> {
@@ -790,24 +1102,39 @@ fn node_cells(object: &Value, now: SystemTime) -> Vec<Value> {
 
 const LEASE_COLUMNS: &[Column] = &[
     NAME,
-    col("Holder", "string", "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field."),
+    col(
+        "Holder",
+        "string",
+        "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.",
+    ),
     AGE,
 ];
 
 fn lease_cells(object: &Value, now: SystemTime) -> Vec<Value> {
-    vec![name(object), json!(str_at(object, "/spec/holderIdentity")), creation_age(object, now)]
+    vec![
+        name(object),
+        json!(str_at(object, "/spec/holderIdentity")),
+        creation_age(object, now),
+    ]
 }
 
 // ---------------------------------------------------------------------------
 // Configuration objects.
 
 fn object_len(object: &Value, pointer: &str) -> usize {
-    object.pointer(pointer).and_then(Value::as_object).map_or(0, serde_json::Map::len)
+    object
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .map_or(0, serde_json::Map::len)
 }
 
 const CONFIG_MAP_COLUMNS: &[Column] = &[
     NAME,
-    col("Data", "integer", "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process."),
+    col(
+        "Data",
+        "integer",
+        "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.",
+    ),
     AGE,
 ];
 
@@ -818,8 +1145,16 @@ fn config_map_cells(object: &Value, now: SystemTime) -> Vec<Value> {
 
 const SECRET_COLUMNS: &[Column] = &[
     NAME,
-    col("Type", "string", "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types"),
-    col("Data", "integer", "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4"),
+    col(
+        "Type",
+        "string",
+        "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types",
+    ),
+    col(
+        "Data",
+        "integer",
+        "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4",
+    ),
     AGE,
 ];
 
@@ -834,28 +1169,71 @@ fn secret_cells(object: &Value, now: SystemTime) -> Vec<Value> {
 
 const SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
     NAME,
-    col("Secrets", "integer", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use. Pods are only limited to this list if this service account has a \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". The \"kubernetes.io/enforce-mountable-secrets\" annotation is deprecated since v1.32. Prefer separate namespaces to isolate access to mounted secrets. This field should not be used to find auto-generated service account token secrets for use outside of pods. Instead, tokens can be requested directly using the TokenRequest API, or service account token secrets can be manually created. More info: https://kubernetes.io/docs/concepts/configuration/secret"),
+    col(
+        "Secrets",
+        "integer",
+        "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use. Pods are only limited to this list if this service account has a \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". The \"kubernetes.io/enforce-mountable-secrets\" annotation is deprecated since v1.32. Prefer separate namespaces to isolate access to mounted secrets. This field should not be used to find auto-generated service account token secrets for use outside of pods. Instead, tokens can be requested directly using the TokenRequest API, or service account token secrets can be manually created. More info: https://kubernetes.io/docs/concepts/configuration/secret",
+    ),
     AGE,
 ];
 
 fn service_account_cells(object: &Value, now: SystemTime) -> Vec<Value> {
-    vec![name(object), json!(array_at(object, "/secrets").len()), creation_age(object, now)]
+    vec![
+        name(object),
+        json!(array_at(object, "/secrets").len()),
+        creation_age(object, now),
+    ]
 }
 
 // ---------------------------------------------------------------------------
 // Events.
 
 const EVENT_COLUMNS: &[Column] = &[
-    col("Last Seen", "string", "lastTimestamp is the time when this Event was last observed. It is deprecated in the v1 Events API; use series.lastObservedTime instead."),
-    col("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future"),
-    col("Reason", "string", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+    col(
+        "Last Seen",
+        "string",
+        "lastTimestamp is the time when this Event was last observed. It is deprecated in the v1 Events API; use series.lastObservedTime instead.",
+    ),
+    col(
+        "Type",
+        "string",
+        "Type of this event (Normal, Warning), new types could be added in the future",
+    ),
+    col(
+        "Reason",
+        "string",
+        "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+    ),
     col("Object", "string", "The object that this event is about."),
-    wide("Subobject", "string", "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]."),
-    wide("Source", "string", "The component reporting this event. Should be a short machine understandable string."),
-    col("Message", "string", "A human-readable description of the status of this operation."),
-    wide("First Seen", "string", "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)"),
-    wide("Count", "string", "The number of times this event has occurred."),
-    Column { priority: 1, ..NAME },
+    wide(
+        "Subobject",
+        "string",
+        "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2].",
+    ),
+    wide(
+        "Source",
+        "string",
+        "The component reporting this event. Should be a short machine understandable string.",
+    ),
+    col(
+        "Message",
+        "string",
+        "A human-readable description of the status of this operation.",
+    ),
+    wide(
+        "First Seen",
+        "string",
+        "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+    ),
+    wide(
+        "Count",
+        "string",
+        "The number of times this event has occurred.",
+    ),
+    Column {
+        priority: 1,
+        ..NAME
+    },
 ];
 
 /// `formatEventSource`: `component, host`, falling back to the reporting fields.
@@ -868,11 +1246,19 @@ fn event_source(event: &Value) -> String {
         "" => str_at(event, "/reportingInstance"),
         h => h,
     };
-    if host.is_empty() { component.to_string() } else { format!("{component}, {host}") }
+    if host.is_empty() {
+        component.to_string()
+    } else {
+        format!("{component}, {host}")
+    }
 }
 
 fn event_cells(event: &Value, now: SystemTime) -> Vec<Value> {
-    let present = |pointer: &str| event.pointer(pointer).filter(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+    let present = |pointer: &str| {
+        event
+            .pointer(pointer)
+            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+    };
     let first_seen = match present("/firstTimestamp") {
         Some(t) => age_of(Some(t), now),
         None => age_of(present("/eventTime"), now),
@@ -913,23 +1299,35 @@ fn event_cells(event: &Value, now: SystemTime) -> Vec<Value> {
 /// `GetAccessModesAsString`: `RWO,ROX,RWX,RWOP` in that order.
 fn access_modes(modes: &[Value]) -> String {
     let has = |mode: &str| modes.iter().any(|m| m.as_str() == Some(mode));
-    [("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"), ("ReadWriteOncePod", "RWOP")]
-        .iter()
-        .filter(|(mode, _)| has(mode))
-        .map(|(_, short)| *short)
-        .collect::<Vec<_>>()
-        .join(",")
+    [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(mode, _)| has(mode))
+    .map(|(_, short)| *short)
+    .collect::<Vec<_>>()
+    .join(",")
 }
 
 fn storage_class(object: &Value) -> String {
     match str_at(object, "/spec/storageClassName") {
-        "" => str_at(object, "/metadata/annotations/volume.beta.kubernetes.io~1storage-class").to_string(),
+        "" => str_at(
+            object,
+            "/metadata/annotations/volume.beta.kubernetes.io~1storage-class",
+        )
+        .to_string(),
         class => class.to_string(),
     }
 }
 
 fn attributes_class(object: &Value) -> String {
-    match object.pointer("/spec/volumeAttributesClassName").and_then(Value::as_str) {
+    match object
+        .pointer("/spec/volumeAttributesClassName")
+        .and_then(Value::as_str)
+    {
         Some(class) if !class.is_empty() => class.to_string(),
         _ => "<unset>".into(),
     }
@@ -952,20 +1350,59 @@ fn quantity_text(value: Option<&Value>) -> String {
 
 const PV_COLUMNS: &[Column] = &[
     NAME,
-    col("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#capacity"),
-    col("Access Modes", "string", "accessModes contains all ways the volume can be mounted. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes"),
-    col("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim. Valid options are Retain (default for manually created PersistentVolumes), Delete (default for dynamically provisioned PersistentVolumes), and Recycle (deprecated). Recycle must be supported by the volume plugin underlying this PersistentVolume. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#reclaiming"),
-    col("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#phase"),
-    col("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim. Expected to be non-nil when bound. claim.VolumeName is the authoritative bind between PV and PVC. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#binding"),
-    col("StorageClass", "string", "storageClassName is the name of StorageClass to which this persistent volume belongs. Empty value means that this volume does not belong to any StorageClass."),
-    col("VolumeAttributesClass", "string", "Name of VolumeAttributesClass to which this persistent volume belongs. Empty value is not allowed. When this field is not set, it indicates that this volume does not belong to any VolumeAttributesClass."),
-    col("Reason", "string", "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI."),
+    col(
+        "Capacity",
+        "string",
+        "capacity is the description of the persistent volume's resources and capacity. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#capacity",
+    ),
+    col(
+        "Access Modes",
+        "string",
+        "accessModes contains all ways the volume can be mounted. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes",
+    ),
+    col(
+        "Reclaim Policy",
+        "string",
+        "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim. Valid options are Retain (default for manually created PersistentVolumes), Delete (default for dynamically provisioned PersistentVolumes), and Recycle (deprecated). Recycle must be supported by the volume plugin underlying this PersistentVolume. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#reclaiming",
+    ),
+    col(
+        "Status",
+        "string",
+        "phase indicates if a volume is available, bound to a claim, or released by a claim. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#phase",
+    ),
+    col(
+        "Claim",
+        "string",
+        "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim. Expected to be non-nil when bound. claim.VolumeName is the authoritative bind between PV and PVC. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#binding",
+    ),
+    col(
+        "StorageClass",
+        "string",
+        "storageClassName is the name of StorageClass to which this persistent volume belongs. Empty value means that this volume does not belong to any StorageClass.",
+    ),
+    col(
+        "VolumeAttributesClass",
+        "string",
+        "Name of VolumeAttributesClass to which this persistent volume belongs. Empty value is not allowed. When this field is not set, it indicates that this volume does not belong to any VolumeAttributesClass.",
+    ),
+    col(
+        "Reason",
+        "string",
+        "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI.",
+    ),
     AGE,
-    wide("VolumeMode", "string", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state. Value of Filesystem is implied when not included in spec."),
+    wide(
+        "VolumeMode",
+        "string",
+        "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state. Value of Filesystem is implied when not included in spec.",
+    ),
 ];
 
 fn pv_cells(object: &Value, now: SystemTime) -> Vec<Value> {
-    let claim = match (str_at(object, "/spec/claimRef/namespace"), str_at(object, "/spec/claimRef/name")) {
+    let claim = match (
+        str_at(object, "/spec/claimRef/namespace"),
+        str_at(object, "/spec/claimRef/name"),
+    ) {
         (_, "") => String::new(),
         (namespace, claim) => format!("{namespace}/{claim}"),
     };
@@ -986,14 +1423,42 @@ fn pv_cells(object: &Value, now: SystemTime) -> Vec<Value> {
 
 const PVC_COLUMNS: &[Column] = &[
     NAME,
-    col("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
-    col("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
-    col("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
-    col("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1"),
-    col("StorageClass", "string", "storageClassName is the name of the StorageClass required by the claim. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1"),
-    col("VolumeAttributesClass", "string", "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim."),
+    col(
+        "Status",
+        "string",
+        "phase represents the current phase of PersistentVolumeClaim.",
+    ),
+    col(
+        "Volume",
+        "string",
+        "volumeName is the binding reference to the PersistentVolume backing this claim.",
+    ),
+    col(
+        "Capacity",
+        "string",
+        "capacity represents the actual resources of the underlying volume.",
+    ),
+    col(
+        "Access Modes",
+        "string",
+        "accessModes contains the actual access modes the volume backing the PVC has. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1",
+    ),
+    col(
+        "StorageClass",
+        "string",
+        "storageClassName is the name of the StorageClass required by the claim. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1",
+    ),
+    col(
+        "VolumeAttributesClass",
+        "string",
+        "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.",
+    ),
     AGE,
-    wide("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim. Value of Filesystem is implied when not included in claim spec."),
+    wide(
+        "VolumeMode",
+        "string",
+        "volumeMode defines what type of volume is required by the claim. Value of Filesystem is implied when not included in claim spec.",
+    ),
 ];
 
 fn pvc_cells(object: &Value, now: SystemTime) -> Vec<Value> {
@@ -1006,7 +1471,10 @@ fn pvc_cells(object: &Value, now: SystemTime) -> Vec<Value> {
             access_modes(array_at(object, "/status/accessModes")),
         )
     };
-    let phase = if object.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+    let phase = if object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
         "Terminating"
     } else {
         str_at(object, "/status/phase")
@@ -1046,13 +1514,20 @@ mod tests {
     /// An RFC 3339 timestamp `ago` before [`now`].
     fn ago(ago: Duration) -> String {
         let t = now() - ago;
-        let secs = t.duration_since(SystemTime::UNIX_EPOCH).expect("after epoch").as_secs();
+        let secs = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_secs();
         let ts = Timestamp::from_second(i64::try_from(secs).expect("fits")).expect("in range");
         ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
     }
 
     fn table(api_version: &str, kind: &str, objects: &[Value]) -> Value {
-        to_table(find_by_kind(api_version, kind).expect("kind is served"), objects, now())
+        to_table(
+            find_by_kind(api_version, kind).expect("kind is served"),
+            objects,
+            now(),
+        )
     }
 
     fn cells(api_version: &str, kind: &str, object: Value) -> Vec<Value> {
@@ -1065,7 +1540,12 @@ mod tests {
             .as_array()
             .expect("columns")
             .iter()
-            .map(|c| (c["name"].as_str().expect("name").to_string(), c["priority"].as_u64().expect("priority")))
+            .map(|c| {
+                (
+                    c["name"].as_str().expect("name").to_string(),
+                    c["priority"].as_u64().expect("priority"),
+                )
+            })
             .collect()
     }
 
@@ -1112,14 +1592,31 @@ mod tests {
         let t = table("v1", "Pod", std::slice::from_ref(&running));
         let names: Vec<(String, u64)> = column_names(&t);
         let expected = [
-            ("Name", 0), ("Ready", 0), ("Status", 0), ("Restarts", 0), ("Age", 0),
-            ("IP", 1), ("Node", 1), ("Nominated Node", 1), ("Readiness Gates", 1),
+            ("Name", 0),
+            ("Ready", 0),
+            ("Status", 0),
+            ("Restarts", 0),
+            ("Age", 0),
+            ("IP", 1),
+            ("Node", 1),
+            ("Nominated Node", 1),
+            ("Readiness Gates", 1),
         ];
         assert_eq!(names, expected.map(|(n, p)| (n.to_string(), p)));
         assert_eq!(t["columnDefinitions"][0]["format"], "name");
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["web", "1/1", "Running", "0", "10m", "10.42.0.5", "node1", "<none>", "<none>"])
+            json!([
+                "web",
+                "1/1",
+                "Running",
+                "0",
+                "10m",
+                "10.42.0.5",
+                "node1",
+                "<none>",
+                "<none>"
+            ])
         );
         assert_eq!(
             t["rows"][0]["object"],
@@ -1156,14 +1653,21 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][2], "Completed");
         assert_eq!(t["rows"][0]["conditions"][0]["type"], "Completed");
 
-        assert_eq!(cells("v1", "Pod", pod(json!({"phase": "Pending"})))[2], "Pending");
+        assert_eq!(
+            cells("v1", "Pod", pod(json!({"phase": "Pending"})))[2],
+            "Pending"
+        );
 
-        let creating = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "app", "ready": false,
-            "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
+        let creating = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "app", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
         assert_eq!(cells("v1", "Pod", creating)[2], "ContainerCreating");
 
-        let failed = pod(json!({"phase": "Failed", "containerStatuses": [{"name": "app", "ready": false,
-            "restartCount": 0, "state": {"terminated": {"exitCode": 137}}}]}));
+        let failed = pod(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "app", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 137}}}]}),
+        );
         assert_eq!(cells("v1", "Pod", failed)[2], "ExitCode:137");
 
         let mut terminating = pod(json!({"phase": "Running"}));
@@ -1176,11 +1680,14 @@ mod tests {
         let mut init = pod(json!({"phase": "Pending", "initContainerStatuses": [
             {"name": "setup", "ready": false, "restartCount": 0, "state": {"running": {}}},
         ]}));
-        init["spec"]["initContainers"] = json!([{"name": "setup", "image": "busybox"}, {"name": "more", "image": "busybox"}]);
+        init["spec"]["initContainers"] =
+            json!([{"name": "setup", "image": "busybox"}, {"name": "more", "image": "busybox"}]);
         assert_eq!(cells("v1", "Pod", init.clone())[2], "Init:0/2");
-        init["status"]["initContainerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 2}});
+        init["status"]["initContainerStatuses"][0]["state"] =
+            json!({"terminated": {"exitCode": 2}});
         assert_eq!(cells("v1", "Pod", init.clone())[2], "Init:ExitCode:2");
-        init["status"]["initContainerStatuses"][0]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        init["status"]["initContainerStatuses"][0]["state"] =
+            json!({"waiting": {"reason": "CrashLoopBackOff"}});
         assert_eq!(cells("v1", "Pod", init)[2], "Init:CrashLoopBackOff");
     }
 
@@ -1194,8 +1701,32 @@ mod tests {
         });
         let t = table("apps/v1", "Deployment", &[deployment]);
         let names: Vec<String> = column_names(&t).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["Name", "Ready", "Up-to-date", "Available", "Age", "Containers", "Images", "Selector"]);
-        assert_eq!(t["rows"][0]["cells"], json!(["web", "2/3", 3, 2, "3m2s", "nginx,side", "nginx:1.27,busybox", "app=web"]));
+        assert_eq!(
+            names,
+            [
+                "Name",
+                "Ready",
+                "Up-to-date",
+                "Available",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "web",
+                "2/3",
+                3,
+                2,
+                "3m2s",
+                "nginx,side",
+                "nginx:1.27,busybox",
+                "app=web"
+            ])
+        );
     }
 
     #[test]
@@ -1204,14 +1735,15 @@ mod tests {
             {"key": "tier", "operator": "In", "values": ["web", "api"]},
             {"key": "canary", "operator": "DoesNotExist"},
         ]});
-        assert_eq!(format_selector(Some(&selector)), "a=1,b=2,!canary,tier in (api,web)");
+        assert_eq!(
+            format_selector(Some(&selector)),
+            "a=1,b=2,!canary,tier in (api,web)"
+        );
     }
 
     #[test]
     fn service_rows_show_ports_and_external_ips() {
-        let service = |spec: Value, status: Value| {
-            json!({"metadata": {"name": "web", "creationTimestamp": ago(Duration::from_secs(7200))}, "spec": spec, "status": status})
-        };
+        let service = |spec: Value, status: Value| json!({"metadata": {"name": "web", "creationTimestamp": ago(Duration::from_secs(7200))}, "spec": spec, "status": status});
         let node_port = service(
             json!({"type": "NodePort", "clusterIP": "10.43.0.10", "selector": {"app": "web"},
                 "ports": [{"port": 80, "protocol": "TCP"}, {"port": 443, "nodePort": 30443, "protocol": "TCP"}]}),
@@ -1219,9 +1751,20 @@ mod tests {
         );
         assert_eq!(
             cells("v1", "Service", node_port),
-            vec![json!("web"), json!("NodePort"), json!("10.43.0.10"), json!("<none>"), json!("80/TCP,443:30443/TCP"), json!("120m"), json!("app=web")]
+            vec![
+                json!("web"),
+                json!("NodePort"),
+                json!("10.43.0.10"),
+                json!("<none>"),
+                json!("80/TCP,443:30443/TCP"),
+                json!("120m"),
+                json!("app=web")
+            ]
         );
-        let pending = service(json!({"type": "LoadBalancer", "clusterIP": "10.43.0.11", "ports": [{"port": 80, "nodePort": 31000, "protocol": "TCP"}]}), json!({}));
+        let pending = service(
+            json!({"type": "LoadBalancer", "clusterIP": "10.43.0.11", "ports": [{"port": 80, "nodePort": 31000, "protocol": "TCP"}]}),
+            json!({}),
+        );
         assert_eq!(cells("v1", "Service", pending)[3], "<pending>");
         let assigned = service(
             json!({"type": "LoadBalancer", "clusterIP": "10.43.0.11", "ports": [{"port": 80, "protocol": "TCP"}]}),
@@ -1230,8 +1773,14 @@ mod tests {
         assert_eq!(cells("v1", "Service", assigned)[3], "192.0.2.10");
         let headless = service(json!({"type": "ClusterIP", "clusterIP": "None"}), json!({}));
         let row = cells("v1", "Service", headless);
-        assert_eq!((row[2].clone(), row[4].clone(), row[6].clone()), (json!("None"), json!("<none>"), json!("<none>")));
-        let external = service(json!({"type": "ExternalName", "externalName": "example.com"}), json!({}));
+        assert_eq!(
+            (row[2].clone(), row[4].clone(), row[6].clone()),
+            (json!("None"), json!("<none>"), json!("<none>"))
+        );
+        let external = service(
+            json!({"type": "ExternalName", "externalName": "example.com"}),
+            json!({}),
+        );
         assert_eq!(cells("v1", "Service", external)[3], "example.com");
     }
 
@@ -1249,24 +1798,50 @@ mod tests {
         });
         assert_eq!(
             cells("v1", "Node", node),
-            ["n1", "Ready,SchedulingDisabled", "control-plane,master", "3d", "v1.33.0", "10.0.0.2", "<none>", "Debian GNU/Linux 12 (bookworm)", "6.1.0", "gantry://0.1.0"]
-                .map(|s| json!(s))
-                .to_vec()
+            [
+                "n1",
+                "Ready,SchedulingDisabled",
+                "control-plane,master",
+                "3d",
+                "v1.33.0",
+                "10.0.0.2",
+                "<none>",
+                "Debian GNU/Linux 12 (bookworm)",
+                "6.1.0",
+                "gantry://0.1.0"
+            ]
+            .map(|s| json!(s))
+            .to_vec()
         );
-        assert_eq!(cells("v1", "Node", json!({"metadata": {"name": "n2"}}))[1], "Unknown");
+        assert_eq!(
+            cells("v1", "Node", json!({"metadata": {"name": "n2"}}))[1],
+            "Unknown"
+        );
     }
 
     #[test]
     fn config_objects_count_their_data() {
         let created = ago(Duration::from_secs(5));
         let cm = json!({"metadata": {"name": "cfg", "creationTimestamp": created}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
-        assert_eq!(cells("v1", "ConfigMap", cm), vec![json!("cfg"), json!(3), json!("5s")]);
+        assert_eq!(
+            cells("v1", "ConfigMap", cm),
+            vec![json!("cfg"), json!(3), json!("5s")]
+        );
         let secret = json!({"metadata": {"name": "s", "creationTimestamp": created}, "type": "Opaque", "data": {"k": "dg=="}});
-        assert_eq!(cells("v1", "Secret", secret), vec![json!("s"), json!("Opaque"), json!(1), json!("5s")]);
+        assert_eq!(
+            cells("v1", "Secret", secret),
+            vec![json!("s"), json!("Opaque"), json!(1), json!("5s")]
+        );
         let sa = json!({"metadata": {"name": "default", "creationTimestamp": created}});
-        assert_eq!(cells("v1", "ServiceAccount", sa), vec![json!("default"), json!(0), json!("5s")]);
+        assert_eq!(
+            cells("v1", "ServiceAccount", sa),
+            vec![json!("default"), json!(0), json!("5s")]
+        );
         let ns = json!({"metadata": {"name": "default", "creationTimestamp": created}, "status": {"phase": "Active"}});
-        assert_eq!(cells("v1", "Namespace", ns), vec![json!("default"), json!("Active"), json!("5s")]);
+        assert_eq!(
+            cells("v1", "Namespace", ns),
+            vec![json!("default"), json!("Active"), json!("5s")]
+        );
     }
 
     #[test]
@@ -1284,7 +1859,18 @@ mod tests {
         assert_eq!(names[4], ("Subobject".to_string(), 1));
         assert_eq!(
             t["rows"][0]["cells"],
-            json!(["30s", "Normal", "Pulled", "pod/web", "spec.containers{app}", "kubelet, node1", "Successfully pulled image \"nginx\"", "2m", 2, "web.17a"])
+            json!([
+                "30s",
+                "Normal",
+                "Pulled",
+                "pod/web",
+                "spec.containers{app}",
+                "kubelet, node1",
+                "Successfully pulled image \"nginx\"",
+                "2m",
+                2,
+                "web.17a"
+            ])
         );
     }
 
@@ -1294,12 +1880,21 @@ mod tests {
             "addresses": [{"ip": "10.42.0.1"}, {"ip": "10.42.0.2"}, {"ip": "10.42.0.3"}, {"ip": "10.42.0.4"}],
             "ports": [{"port": 80, "protocol": "TCP"}],
         }]});
-        assert_eq!(cells("v1", "Endpoints", endpoints)[1], "10.42.0.1:80,10.42.0.2:80,10.42.0.3:80 + 1 more...");
-        assert_eq!(cells("v1", "Endpoints", json!({"metadata": {"name": "e"}}))[1], "<none>");
+        assert_eq!(
+            cells("v1", "Endpoints", endpoints)[1],
+            "10.42.0.1:80,10.42.0.2:80,10.42.0.3:80 + 1 more..."
+        );
+        assert_eq!(
+            cells("v1", "Endpoints", json!({"metadata": {"name": "e"}}))[1],
+            "<none>"
+        );
         let slice = json!({"metadata": {"name": "web-abc"}, "addressType": "IPv4",
             "ports": [{"port": 80, "protocol": "TCP"}], "endpoints": [{"addresses": ["10.42.0.1"]}, {"addresses": ["10.42.0.2"]}]});
         let row = cells("discovery.k8s.io/v1", "EndpointSlice", slice);
-        assert_eq!(row[1..4], [json!("IPv4"), json!("80"), json!("10.42.0.1,10.42.0.2")]);
+        assert_eq!(
+            row[1..4],
+            [json!("IPv4"), json!("80"), json!("10.42.0.1,10.42.0.2")]
+        );
     }
 
     #[test]
@@ -1307,11 +1902,17 @@ mod tests {
         let pvc = json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv1", "storageClassName": "local", "volumeMode": "Filesystem"},
             "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
         let row = cells("v1", "PersistentVolumeClaim", pvc);
-        assert_eq!(row[1..7], ["Bound", "pv1", "1Gi", "RWO", "local", "<unset>"].map(|s| json!(s)));
+        assert_eq!(
+            row[1..7],
+            ["Bound", "pv1", "1Gi", "RWO", "local", "<unset>"].map(|s| json!(s))
+        );
         let pv = json!({"metadata": {"name": "pv1"}, "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
             "persistentVolumeReclaimPolicy": "Retain", "claimRef": {"namespace": "default", "name": "data"}}, "status": {"phase": "Bound"}});
         let row = cells("v1", "PersistentVolume", pv);
-        assert_eq!(row[1..6], ["1Gi", "RWO,ROX", "Retain", "Bound", "default/data"].map(|s| json!(s)));
+        assert_eq!(
+            row[1..6],
+            ["1Gi", "RWO,ROX", "Retain", "Bound", "default/data"].map(|s| json!(s))
+        );
         let lease = json!({"metadata": {"name": "node1"}, "spec": {"holderIdentity": "node1"}});
         assert_eq!(cells("coordination.k8s.io/v1", "Lease", lease)[1], "node1");
     }
@@ -1323,7 +1924,12 @@ mod tests {
             let columns = t["columnDefinitions"].as_array().map(Vec::len);
             let cells = t["rows"][0]["cells"].as_array().map(Vec::len);
             assert_eq!(columns, cells, "{}", resource.kind);
-            assert_eq!(t["rows"][0]["cells"].as_array().and_then(|c| c.iter().find(|v| v == &&json!("x"))), Some(&json!("x")));
+            assert_eq!(
+                t["rows"][0]["cells"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|v| v == &&json!("x"))),
+                Some(&json!("x"))
+            );
         }
     }
 }

@@ -19,10 +19,20 @@ use crate::status::{ApiError, Cause};
 /// Objects whose fields have the wrong JSON types are `BadRequest`, like
 /// kube-apiserver's decoding errors; rule violations are `Invalid` (422) with
 /// one cause per problem.
-#[allow(clippy::result_large_err, reason = "ApiError is the API server's error type; validation is not a hot path")]
-pub fn validate(resource: &ResourceInfo, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+#[allow(
+    clippy::result_large_err,
+    reason = "ApiError is the API server's error type; validation is not a hot path"
+)]
+pub fn validate(
+    resource: &ResourceInfo,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     check_structure(resource, object)?;
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let mut errors = Errors::default();
     validate_metadata(resource, object, &mut errors);
     if let Some(old) = old {
@@ -32,7 +42,12 @@ pub fn validate(resource: &ResourceInfo, object: &Value, old: Option<&Value>) ->
     if errors.0.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid(resource.group_version.group, resource.kind, name, errors.0))
+        Err(ApiError::invalid(
+            resource.group_version.group,
+            resource.kind,
+            name,
+            errors.0,
+        ))
     }
 }
 
@@ -51,18 +66,36 @@ impl Errors {
 
     /// `Required value: detail`, when Kubernetes explains what is missing.
     fn required_with(&mut self, field: impl Into<String>, detail: &str) {
-        self.push(cause("FieldValueRequired", field, format!("Required value: {detail}")));
+        self.push(cause(
+            "FieldValueRequired",
+            field,
+            format!("Required value: {detail}"),
+        ));
     }
 
     /// `Invalid value: "value": detail`, for string values.
-    fn invalid(&mut self, field: impl Into<String>, value: impl std::fmt::Display, detail: impl std::fmt::Display) {
+    fn invalid(
+        &mut self,
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        detail: impl std::fmt::Display,
+    ) {
         self.push(Cause::invalid(field, value, detail));
     }
 
     /// `Invalid value: rendered: detail`, for values Kubernetes prints unquoted
     /// (numbers, maps, selectors).
-    fn invalid_raw(&mut self, field: impl Into<String>, rendered: impl std::fmt::Display, detail: impl std::fmt::Display) {
-        self.push(cause("FieldValueInvalid", field, format!("Invalid value: {rendered}: {detail}")));
+    fn invalid_raw(
+        &mut self,
+        field: impl Into<String>,
+        rendered: impl std::fmt::Display,
+        detail: impl std::fmt::Display,
+    ) {
+        self.push(cause(
+            "FieldValueInvalid",
+            field,
+            format!("Invalid value: {rendered}: {detail}"),
+        ));
     }
 
     fn not_supported(&mut self, field: impl Into<String>, value: &str, supported: &[&str]) {
@@ -70,19 +103,35 @@ impl Errors {
     }
 
     fn duplicate(&mut self, field: impl Into<String>, value: impl std::fmt::Display) {
-        self.push(cause("FieldValueDuplicate", field, format!("Duplicate value: \"{value}\"")));
+        self.push(cause(
+            "FieldValueDuplicate",
+            field,
+            format!("Duplicate value: \"{value}\""),
+        ));
     }
 
     fn not_found(&mut self, field: impl Into<String>, value: impl std::fmt::Display) {
-        self.push(cause("FieldValueNotFound", field, format!("Not found: \"{value}\"")));
+        self.push(cause(
+            "FieldValueNotFound",
+            field,
+            format!("Not found: \"{value}\""),
+        ));
     }
 
     fn forbidden(&mut self, field: impl Into<String>, detail: impl Into<String>) {
-        self.push(cause("FieldValueForbidden", field, format!("Forbidden: {}", detail.into())));
+        self.push(cause(
+            "FieldValueForbidden",
+            field,
+            format!("Forbidden: {}", detail.into()),
+        ));
     }
 
     fn too_long(&mut self, field: impl Into<String>, max: usize) {
-        self.push(cause("FieldValueTooLong", field, format!("Too long: must have at most {max} bytes")));
+        self.push(cause(
+            "FieldValueTooLong",
+            field,
+            format!("Too long: must have at most {max} bytes"),
+        ));
     }
 
     fn immutable(&mut self, field: impl Into<String>, rendered: impl std::fmt::Display) {
@@ -91,7 +140,11 @@ impl Errors {
 }
 
 fn cause(reason: &str, field: impl Into<String>, message: String) -> Cause {
-    Cause { reason: reason.into(), message, field: field.into() }
+    Cause {
+        reason: reason.into(),
+        message,
+        field: field.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -99,7 +152,10 @@ fn cause(reason: &str, field: impl Into<String>, message: String) -> Cause {
 
 #[allow(clippy::result_large_err, reason = "see validate")]
 fn check_structure(resource: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery};
+    use k8s_openapi::api::{
+        apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
+        discovery::v1 as discovery,
+    };
     let result = match resource.kind {
         "Namespace" => decode::<core::Namespace>(object),
         "Pod" => decode::<core::Pod>(object),
@@ -150,7 +206,11 @@ fn decode<T: DeserializeOwned>(object: &Value) -> Result<(), String> {
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner().to_string();
-            if path == "." || path.is_empty() { Err(inner) } else { Err(format!("{path}: {inner}")) }
+            if path == "." || path.is_empty() {
+                Err(inner)
+            } else {
+                Err(format!("{path}: {inner}"))
+            }
         }
     }
 }
@@ -208,10 +268,14 @@ fn check_name(errors: &mut Errors, field: &str, value: &str, rule: NameRule) {
 
 fn is_label_body(s: &str, first: fn(u8) -> bool) -> bool {
     let bytes = s.as_bytes();
-    let (Some(&head), Some(&tail)) = (bytes.first(), bytes.last()) else { return false };
+    let (Some(&head), Some(&tail)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
     first(head)
         && (tail.is_ascii_lowercase() || tail.is_ascii_digit())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 fn is_dns1123_label(s: &str) -> bool {
@@ -223,16 +287,22 @@ fn is_dns1035_label(s: &str) -> bool {
 }
 
 fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(|part| is_label_body(part, |b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+    s.len() <= 253
+        && s.split('.')
+            .all(|part| is_label_body(part, |b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
 fn is_qualified_name_part(s: &str) -> bool {
     let bytes = s.as_bytes();
-    let (Some(head), Some(tail)) = (bytes.first(), bytes.last()) else { return false };
+    let (Some(head), Some(tail)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
     head.is_ascii_alphanumeric()
         && tail.is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Label and annotation keys: an optional DNS subdomain prefix and a name.
@@ -261,7 +331,9 @@ fn check_qualified_name(errors: &mut Errors, field: &str, key: &str) {
 }
 
 fn check_labels(errors: &mut Errors, field: &str, labels: Option<&Value>) {
-    let Some(labels) = labels.and_then(Value::as_object) else { return };
+    let Some(labels) = labels.and_then(Value::as_object) else {
+        return;
+    };
     for (key, value) in labels {
         check_qualified_name(errors, field, key);
         let value = value.as_str().unwrap_or("");
@@ -275,7 +347,9 @@ fn check_labels(errors: &mut Errors, field: &str, labels: Option<&Value>) {
 }
 
 fn check_annotations(errors: &mut Errors, field: &str, annotations: Option<&Value>) {
-    let Some(annotations) = annotations.and_then(Value::as_object) else { return };
+    let Some(annotations) = annotations.and_then(Value::as_object) else {
+        return;
+    };
     let mut total = 0;
     for (key, value) in annotations {
         check_qualified_name(errors, field, &key.to_lowercase());
@@ -288,30 +362,56 @@ fn check_annotations(errors: &mut Errors, field: &str, annotations: Option<&Valu
 
 fn validate_metadata(resource: &ResourceInfo, object: &Value, errors: &mut Errors) {
     let metadata = object.get("metadata");
-    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name.is_empty() {
-        errors.push(cause("FieldValueRequired", "metadata.name", "Required value: name or generateName is required".into()));
+        errors.push(cause(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required".into(),
+        ));
     } else {
         check_name(errors, "metadata.name", name, name_rule(resource.kind));
     }
-    let namespace = metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("");
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if resource.namespaced {
         if namespace.is_empty() {
             errors.required("metadata.namespace");
         } else {
-            check_name(errors, "metadata.namespace", namespace, NameRule::Dns1123Label);
+            check_name(
+                errors,
+                "metadata.namespace",
+                namespace,
+                NameRule::Dns1123Label,
+            );
         }
     } else if !namespace.is_empty() {
         errors.forbidden("metadata.namespace", "not allowed on this type");
     }
-    check_labels(errors, "metadata.labels", metadata.and_then(|m| m.get("labels")));
-    check_annotations(errors, "metadata.annotations", metadata.and_then(|m| m.get("annotations")));
+    check_labels(
+        errors,
+        "metadata.labels",
+        metadata.and_then(|m| m.get("labels")),
+    );
+    check_annotations(
+        errors,
+        "metadata.annotations",
+        metadata.and_then(|m| m.get("annotations")),
+    );
 }
 
 fn validate_metadata_update(object: &Value, old: &Value, errors: &mut Errors) {
     for field in ["name", "namespace", "uid"] {
         let pointer = format!("/metadata/{field}");
-        let new_value = object.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+        let new_value = object
+            .pointer(&pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let old_value = old.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
         // An empty uid on update means "not sent"; the server keeps the old one.
         if new_value != old_value && !(field == "uid" && new_value.is_empty()) {
@@ -363,7 +463,12 @@ fn str_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn items<'a>(value: &'a Value, key: &str) -> impl Iterator<Item = (usize, &'a Value)> {
-    value.get(key).and_then(Value::as_array).into_iter().flatten().enumerate()
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
 }
 
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
@@ -387,7 +492,10 @@ fn check_protocol(errors: &mut Errors, field: String, protocol: Option<&str>) {
 fn check_port_name(errors: &mut Errors, field: String, name: &str) {
     let problem = if name.len() > 15 {
         Some("must be no more than 15 characters")
-    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         Some("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
     } else if name.contains("--") {
         Some("must not contain consecutive hyphens")
@@ -411,12 +519,19 @@ fn validate_pod_spec(spec: &Value, path: &str, errors: &mut Errors) {
         if name.is_empty() {
             errors.required(format!("{field}.name"));
         } else {
-            check_name(errors, &format!("{field}.name"), name, NameRule::Dns1123Label);
+            check_name(
+                errors,
+                &format!("{field}.name"),
+                name,
+                NameRule::Dns1123Label,
+            );
             if !volumes.insert(name.to_string()) {
                 errors.duplicate(format!("{field}.name"), name);
             }
         }
-        let sources = volume.as_object().map_or(0, |v| v.keys().filter(|k| *k != "name").count());
+        let sources = volume
+            .as_object()
+            .map_or(0, |v| v.keys().filter(|k| *k != "name").count());
         if sources == 0 {
             errors.required_with(field.clone(), "must specify a volume type");
         } else if sources > 1 {
@@ -431,31 +546,65 @@ fn validate_pod_spec(spec: &Value, path: &str, errors: &mut Errors) {
     let mut names = BTreeSet::new();
     for key in ["initContainers", "containers"] {
         for (i, container) in items(spec, key) {
-            validate_container(container, &format!("{path}.{key}[{i}]"), &volumes, &mut names, errors);
+            validate_container(
+                container,
+                &format!("{path}.{key}[{i}]"),
+                &volumes,
+                &mut names,
+                errors,
+            );
         }
     }
 
     const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
     match str_at(spec, "restartPolicy") {
         None => errors.required(format!("{path}.restartPolicy")),
-        Some(p) if !RESTART_POLICIES.contains(&p) => errors.not_supported(format!("{path}.restartPolicy"), p, RESTART_POLICIES),
+        Some(p) if !RESTART_POLICIES.contains(&p) => {
+            errors.not_supported(format!("{path}.restartPolicy"), p, RESTART_POLICIES)
+        }
         Some(_) => {}
     }
     const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
     if let Some(p) = str_at(spec, "dnsPolicy").filter(|p| !DNS_POLICIES.contains(p)) {
         errors.not_supported(format!("{path}.dnsPolicy"), p, DNS_POLICIES);
     }
-    if let Some(seconds) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64).filter(|s| *s <= 0) {
-        errors.invalid_raw(format!("{path}.activeDeadlineSeconds"), seconds, "must be between 1 and 2147483647, inclusive");
+    if let Some(seconds) = spec
+        .get("activeDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .filter(|s| *s <= 0)
+    {
+        errors.invalid_raw(
+            format!("{path}.activeDeadlineSeconds"),
+            seconds,
+            "must be between 1 and 2147483647, inclusive",
+        );
     }
-    if let Some(seconds) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64).filter(|s| *s < 0) {
-        errors.invalid_raw(format!("{path}.terminationGracePeriodSeconds"), seconds, "must be greater than or equal to 0");
+    if let Some(seconds) = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .filter(|s| *s < 0)
+    {
+        errors.invalid_raw(
+            format!("{path}.terminationGracePeriodSeconds"),
+            seconds,
+            "must be greater than or equal to 0",
+        );
     }
     if let Some(host) = str_at(spec, "hostname").filter(|h| !h.is_empty()) {
-        check_name(errors, &format!("{path}.hostname"), host, NameRule::Dns1123Label);
+        check_name(
+            errors,
+            &format!("{path}.hostname"),
+            host,
+            NameRule::Dns1123Label,
+        );
     }
     if let Some(sub) = str_at(spec, "subdomain").filter(|h| !h.is_empty()) {
-        check_name(errors, &format!("{path}.subdomain"), sub, NameRule::Dns1123Label);
+        check_name(
+            errors,
+            &format!("{path}.subdomain"),
+            sub,
+            NameRule::Dns1123Label,
+        );
     }
 }
 
@@ -470,7 +619,12 @@ fn validate_container(
     if name.is_empty() {
         errors.required(format!("{path}.name"));
     } else {
-        check_name(errors, &format!("{path}.name"), name, NameRule::Dns1123Label);
+        check_name(
+            errors,
+            &format!("{path}.name"),
+            name,
+            NameRule::Dns1123Label,
+        );
         if !names.insert(name.to_string()) {
             errors.duplicate(format!("{path}.name"), name);
         }
@@ -489,10 +643,18 @@ fn validate_container(
             Some(n) => check_port_number(errors, format!("{field}.containerPort"), n),
             None => errors.required(format!("{field}.containerPort")),
         }
-        if let Some(n) = port.get("hostPort").and_then(Value::as_i64).filter(|n| *n != 0) {
+        if let Some(n) = port
+            .get("hostPort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0)
+        {
             check_port_number(errors, format!("{field}.hostPort"), n);
         }
-        check_protocol(errors, format!("{field}.protocol"), str_at(port, "protocol"));
+        check_protocol(
+            errors,
+            format!("{field}.protocol"),
+            str_at(port, "protocol"),
+        );
         if let Some(port_name) = str_at(port, "name").filter(|n| !n.is_empty()) {
             check_port_name(errors, format!("{field}.name"), port_name);
             if !port_names.insert(port_name.to_string()) {
@@ -529,10 +691,15 @@ fn validate_container(
 fn validate_resources(resources: &Value, path: &str, errors: &mut Errors) {
     let mut parsed: [BTreeMap<String, f64>; 2] = Default::default();
     for (slot, key) in ["limits", "requests"].iter().enumerate() {
-        let Some(map) = resources.get(*key).and_then(Value::as_object) else { continue };
+        let Some(map) = resources.get(*key).and_then(Value::as_object) else {
+            continue;
+        };
         for (resource, quantity) in map {
             let field = format!("{path}.{key}[{resource}]");
-            let text = quantity.as_str().map(str::to_string).unwrap_or_else(|| quantity.to_string());
+            let text = quantity
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| quantity.to_string());
             match parse_quantity(&text) {
                 None => errors.invalid(field, &text, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
                 Some(v) if v < 0.0 => errors.invalid(field, &text, "must be greater than or equal to 0"),
@@ -545,8 +712,14 @@ fn validate_resources(resources: &Value, path: &str, errors: &mut Errors) {
     let [limits, requests] = &parsed;
     for (resource, request) in requests {
         if limits.get(resource).is_some_and(|limit| request > limit) {
-            let text = resources.pointer(&format!("/requests/{resource}")).map(render_quantity).unwrap_or_default();
-            let limit_text = resources.pointer(&format!("/limits/{resource}")).map(render_quantity).unwrap_or_default();
+            let text = resources
+                .pointer(&format!("/requests/{resource}"))
+                .map(render_quantity)
+                .unwrap_or_default();
+            let limit_text = resources
+                .pointer(&format!("/limits/{resource}"))
+                .map(render_quantity)
+                .unwrap_or_default();
             errors.invalid(
                 format!("{path}.requests"),
                 text,
@@ -557,13 +730,17 @@ fn validate_resources(resources: &Value, path: &str, errors: &mut Errors) {
 }
 
 fn render_quantity(v: &Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
 }
 
 /// Parses a Kubernetes quantity (`100m`, `1.5Gi`, `2e3`) into its value.
 fn parse_quantity(text: &str) -> Option<f64> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let multiplier = match suffix {
@@ -593,8 +770,9 @@ fn parse_quantity(text: &str) -> Option<f64> {
 fn validate_pod_spec_update(spec: &Value, old_spec: &Value, errors: &mut Errors) {
     let mut allowed = old_spec.clone();
     for key in ["containers", "initContainers"] {
-        let new_images: Vec<Option<Value>> =
-            items(spec, key).map(|(_, c)| c.get("image").cloned()).collect();
+        let new_images: Vec<Option<Value>> = items(spec, key)
+            .map(|(_, c)| c.get("image").cloned())
+            .collect();
         if let Some(old_containers) = allowed.get_mut(key).and_then(Value::as_array_mut) {
             for (container, image) in old_containers.iter_mut().zip(new_images) {
                 if let (Some(container), Some(image)) = (container.as_object_mut(), image) {
@@ -608,16 +786,31 @@ fn validate_pod_spec_update(spec: &Value, old_spec: &Value, errors: &mut Errors)
             Some(v) => allowed.insert("activeDeadlineSeconds".into(), v.clone()),
             None => allowed.remove("activeDeadlineSeconds"),
         };
-        let old_tolerations = old_spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
-        let new_tolerations = spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+        let old_tolerations = old_spec
+            .get("tolerations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let new_tolerations = spec
+            .get("tolerations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if old_tolerations.iter().all(|t| new_tolerations.contains(t)) {
             match spec.get("tolerations") {
                 Some(v) => allowed.insert("tolerations".into(), v.clone()),
                 None => allowed.remove("tolerations"),
             };
         }
-        let old_grace = old_spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
-        if old_grace.is_some_and(|g| g < 0) && spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64) == Some(1) {
+        let old_grace = old_spec
+            .get("terminationGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if old_grace.is_some_and(|g| g < 0)
+            && spec
+                .get("terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                == Some(1)
+        {
             allowed.insert("terminationGracePeriodSeconds".into(), 1.into());
         }
     }
@@ -662,7 +855,11 @@ fn go_label_selector(selector: &Value) -> String {
                         .get("values")
                         .and_then(Value::as_array)
                         .map(|v| {
-                            let inner = v.iter().map(|s| format!("{:?}", s.as_str().unwrap_or(""))).collect::<Vec<_>>().join(", ");
+                            let inner = v
+                                .iter()
+                                .map(|s| format!("{:?}", s.as_str().unwrap_or("")))
+                                .collect::<Vec<_>>()
+                                .join(", ");
                             format!("[]string{{{inner}}}")
                         })
                         .unwrap_or_else(|| "[]string(nil)".into());
@@ -705,48 +902,91 @@ pub(crate) fn selector_matches(selector: &Value, labels: &Map<String, Value>) ->
 }
 
 fn validate_selector(selector: &Value, path: &str, errors: &mut Errors) {
-    check_labels(errors, &format!("{path}.matchLabels"), selector.get("matchLabels"));
+    check_labels(
+        errors,
+        &format!("{path}.matchLabels"),
+        selector.get("matchLabels"),
+    );
     const OPERATORS: &[&str] = &["In", "NotIn", "Exists", "DoesNotExist"];
     for (i, e) in items(selector, "matchExpressions") {
         let field = format!("{path}.matchExpressions[{i}]");
-        let values = e.get("values").and_then(Value::as_array).map_or(0, Vec::len);
+        let values = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         match str_at(e, "operator") {
             Some("In" | "NotIn") if values == 0 => {
-                errors.required_with(format!("{field}.values"), "must be specified when `operator` is 'In' or 'NotIn'");
+                errors.required_with(
+                    format!("{field}.values"),
+                    "must be specified when `operator` is 'In' or 'NotIn'",
+                );
             }
             Some("Exists" | "DoesNotExist") if values > 0 => {
-                errors.forbidden(format!("{field}.values"), "may not be specified when `operator` is 'Exists' or 'DoesNotExist'");
+                errors.forbidden(
+                    format!("{field}.values"),
+                    "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                );
             }
-            Some(op) if !OPERATORS.contains(&op) => errors.not_supported(format!("{field}.operator"), op, OPERATORS),
+            Some(op) if !OPERATORS.contains(&op) => {
+                errors.not_supported(format!("{field}.operator"), op, OPERATORS)
+            }
             None => errors.required(format!("{field}.operator")),
             _ => {}
         }
-        check_qualified_name(errors, &format!("{field}.key"), str_at(e, "key").unwrap_or(""));
+        check_qualified_name(
+            errors,
+            &format!("{field}.key"),
+            str_at(e, "key").unwrap_or(""),
+        );
     }
 }
 
 fn validate_workload(kind: &str, spec: &Value, errors: &mut Errors) {
     let lower = kind.to_lowercase();
-    if let Some(replicas) = spec.get("replicas").and_then(Value::as_i64).filter(|r| *r < 0) {
-        errors.invalid_raw("spec.replicas", replicas, "must be greater than or equal to 0");
+    if let Some(replicas) = spec
+        .get("replicas")
+        .and_then(Value::as_i64)
+        .filter(|r| *r < 0)
+    {
+        errors.invalid_raw(
+            "spec.replicas",
+            replicas,
+            "must be greater than or equal to 0",
+        );
     }
     for key in ["minReadySeconds", "revisionHistoryLimit"] {
         if let Some(v) = spec.get(key).and_then(Value::as_i64).filter(|v| *v < 0) {
-            errors.invalid_raw(format!("spec.{key}"), v, "must be greater than or equal to 0");
+            errors.invalid_raw(
+                format!("spec.{key}"),
+                v,
+                "must be greater than or equal to 0",
+            );
         }
     }
     let template_labels = spec.pointer("/template/metadata/labels");
     match spec.get("selector").filter(|s| !s.is_null()) {
         None => errors.required("spec.selector"),
         Some(selector) => {
-            let empty = selector.get("matchLabels").and_then(Value::as_object).is_none_or(Map::is_empty)
-                && selector.get("matchExpressions").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let empty = selector
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .is_none_or(Map::is_empty)
+                && selector
+                    .get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
             if empty {
-                errors.invalid_raw("spec.selector", go_label_selector(selector), format!("empty selector is invalid for {lower}"));
+                errors.invalid_raw(
+                    "spec.selector",
+                    go_label_selector(selector),
+                    format!("empty selector is invalid for {lower}"),
+                );
             } else {
                 validate_selector(selector, "spec.selector", errors);
                 let empty_labels = Map::new();
-                let labels = template_labels.and_then(Value::as_object).unwrap_or(&empty_labels);
+                let labels = template_labels
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty_labels);
                 if !selector_matches(selector, labels) {
                     errors.invalid_raw(
                         "spec.template.metadata.labels",
@@ -762,14 +1002,24 @@ fn validate_workload(kind: &str, spec: &Value, errors: &mut Errors) {
         return;
     };
     check_labels(errors, "spec.template.metadata.labels", template_labels);
-    check_annotations(errors, "spec.template.metadata.annotations", template.pointer("/metadata/annotations"));
+    check_annotations(
+        errors,
+        "spec.template.metadata.annotations",
+        template.pointer("/metadata/annotations"),
+    );
     let pod_spec = template.get("spec").unwrap_or(&Value::Null);
     validate_pod_spec(pod_spec, "spec.template.spec", errors);
     if let Some(policy) = str_at(pod_spec, "restartPolicy").filter(|p| *p != "Always") {
         errors.not_supported("spec.template.spec.restartPolicy", policy, &["Always"]);
     }
-    if pod_spec.get("activeDeadlineSeconds").is_some_and(|v| !v.is_null()) {
-        errors.forbidden("spec.template.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported");
+    if pod_spec
+        .get("activeDeadlineSeconds")
+        .is_some_and(|v| !v.is_null())
+    {
+        errors.forbidden(
+            "spec.template.spec.activeDeadlineSeconds",
+            "activeDeadlineSeconds in ReplicaSet is not Supported",
+        );
     }
     match kind {
         "Deployment" => validate_deployment_strategy(spec, errors),
@@ -786,7 +1036,11 @@ fn validate_workload(kind: &str, spec: &Value, errors: &mut Errors) {
 }
 
 fn check_update_strategy(spec: &Value, supported: &[&str], errors: &mut Errors) {
-    if let Some(t) = spec.pointer("/updateStrategy/type").and_then(Value::as_str).filter(|t| !supported.contains(t)) {
+    if let Some(t) = spec
+        .pointer("/updateStrategy/type")
+        .and_then(Value::as_str)
+        .filter(|t| !supported.contains(t))
+    {
         errors.not_supported("spec.updateStrategy.type", t, supported);
     }
 }
@@ -796,7 +1050,10 @@ fn validate_deployment_strategy(spec: &Value, errors: &mut Errors) {
     let strategy = spec.get("strategy").unwrap_or(&Value::Null);
     match str_at(strategy, "type") {
         Some("Recreate") if strategy.get("rollingUpdate").is_some_and(|r| !r.is_null()) => {
-            errors.forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'");
+            errors.forbidden(
+                "spec.strategy.rollingUpdate",
+                "may not be specified when strategy `type` is 'Recreate'",
+            );
         }
         Some("RollingUpdate") => {
             let surge = strategy.pointer("/rollingUpdate/maxSurge");
@@ -816,9 +1073,16 @@ fn validate_deployment_strategy(spec: &Value, errors: &mut Errors) {
         _ => {}
     }
     let deadline = spec.get("progressDeadlineSeconds").and_then(Value::as_i64);
-    let min_ready = spec.get("minReadySeconds").and_then(Value::as_i64).unwrap_or(0);
+    let min_ready = spec
+        .get("minReadySeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if let Some(deadline) = deadline.filter(|d| *d <= min_ready) {
-        errors.invalid_raw("spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds");
+        errors.invalid_raw(
+            "spec.progressDeadlineSeconds",
+            deadline,
+            "must be greater than minReadySeconds",
+        );
     }
 }
 
@@ -859,8 +1123,14 @@ fn validate_workload_update(kind: &str, spec: &Value, old_spec: &Value, errors: 
         errors.immutable("spec.selector", go_label_selector(selector));
     }
     if kind == "StatefulSet" {
-        const MUTABLE: &[&str] =
-            &["replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds"];
+        const MUTABLE: &[&str] = &[
+            "replicas",
+            "ordinals",
+            "template",
+            "updateStrategy",
+            "persistentVolumeClaimRetentionPolicy",
+            "minReadySeconds",
+        ];
         let strip = |s: &Value| {
             let mut s = s.as_object().cloned().unwrap_or_default();
             s.retain(|k, _| !MUTABLE.contains(&k.as_str()));
@@ -895,11 +1165,20 @@ fn validate_service(spec: &Value, errors: &mut Errors) {
     if service_type == "ExternalName" {
         match str_at(spec, "externalName").filter(|n| !n.is_empty()) {
             None => errors.required("spec.externalName"),
-            Some(n) => check_name(errors, "spec.externalName", n.trim_end_matches('.'), NameRule::Dns1123Subdomain),
+            Some(n) => check_name(
+                errors,
+                "spec.externalName",
+                n.trim_end_matches('.'),
+                NameRule::Dns1123Subdomain,
+            ),
         }
     }
     if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<std::net::IpAddr>().is_err() {
-        errors.invalid("spec.clusterIPs[0]", cluster_ip, "must be empty, 'None', or a valid IP address");
+        errors.invalid(
+            "spec.clusterIPs[0]",
+            cluster_ip,
+            "must be empty, 'None', or a valid IP address",
+        );
     }
     let mut names = BTreeSet::new();
     for (i, port) in &ports {
@@ -910,7 +1189,12 @@ fn validate_service(spec: &Value, errors: &mut Errors) {
                 errors.required(format!("{field}.name"));
             }
         } else {
-            check_name(errors, &format!("{field}.name"), name, NameRule::Dns1123Label);
+            check_name(
+                errors,
+                &format!("{field}.name"),
+                name,
+                NameRule::Dns1123Label,
+            );
             if !names.insert(name.to_string()) {
                 errors.duplicate(format!("{field}.name"), name);
             }
@@ -919,15 +1203,30 @@ fn validate_service(spec: &Value, errors: &mut Errors) {
             Some(n) => check_port_number(errors, format!("{field}.port"), n),
             None => errors.required(format!("{field}.port")),
         }
-        check_protocol(errors, format!("{field}.protocol"), str_at(port, "protocol"));
+        check_protocol(
+            errors,
+            format!("{field}.protocol"),
+            str_at(port, "protocol"),
+        );
         match port.get("targetPort") {
-            Some(Value::Number(n)) => check_port_number(errors, format!("{field}.targetPort"), n.as_i64().unwrap_or(0)),
+            Some(Value::Number(n)) => check_port_number(
+                errors,
+                format!("{field}.targetPort"),
+                n.as_i64().unwrap_or(0),
+            ),
             Some(Value::String(s)) => check_port_name(errors, format!("{field}.targetPort"), s),
             _ => {}
         }
-        if let Some(node_port) = port.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
+        if let Some(node_port) = port
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0)
+        {
             if service_type == "ClusterIP" || service_type == "ExternalName" {
-                errors.forbidden(format!("{field}.nodePort"), format!("may not be used when `type` is '{service_type}'"));
+                errors.forbidden(
+                    format!("{field}.nodePort"),
+                    format!("may not be used when `type` is '{service_type}'"),
+                );
             } else if !NODE_PORT_RANGE.contains(&node_port) {
                 errors.invalid_raw(
                     format!("{field}.nodePort"),
@@ -961,8 +1260,8 @@ fn validate_service(spec: &Value, errors: &mut Errors) {
 fn validate_service_update(spec: &Value, old_spec: &Value, errors: &mut Errors) {
     let old_ip = str_at(old_spec, "clusterIP").unwrap_or("");
     let new_ip = str_at(spec, "clusterIP").unwrap_or("");
-    let involves_external_name =
-        str_at(spec, "type") == Some("ExternalName") || str_at(old_spec, "type") == Some("ExternalName");
+    let involves_external_name = str_at(spec, "type") == Some("ExternalName")
+        || str_at(old_spec, "type") == Some("ExternalName");
     if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip && !involves_external_name {
         errors.immutable("spec.clusterIPs[0]", format!("[]string{{{:?}}}", new_ip));
     }
@@ -975,7 +1274,11 @@ fn check_config_key(errors: &mut Errors, field: &str, key: &str) {
     if key.len() > 253 {
         errors.invalid(field, key, "must be no more than 253 characters");
     }
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         errors.invalid(field, key, CONFIG_KEY_MSG);
     }
     if key == "." {
@@ -991,13 +1294,25 @@ fn validate_config_map(object: &Value, old: Option<&Value>, errors: &mut Errors)
     let mut total = 0;
     let mut seen = BTreeSet::new();
     for section in ["data", "binaryData"] {
-        let Some(map) = object.get(section).and_then(Value::as_object) else { continue };
+        let Some(map) = object.get(section).and_then(Value::as_object) else {
+            continue;
+        };
         for (key, value) in map {
             check_config_key(errors, &format!("{section}[{key}]"), key);
             if !seen.insert(key.clone()) {
-                errors.invalid(format!("{section}[{key}]"), key, "duplicate of key present in data");
+                errors.invalid(
+                    format!("{section}[{key}]"),
+                    key,
+                    "duplicate of key present in data",
+                );
             }
-            total += value.as_str().map_or(0, |v| if section == "data" { v.len() } else { v.len() * 3 / 4 });
+            total += value.as_str().map_or(0, |v| {
+                if section == "data" {
+                    v.len()
+                } else {
+                    v.len() * 3 / 4
+                }
+            });
         }
     }
     if total > MAX_CONFIG_BYTES {
@@ -1007,7 +1322,12 @@ fn validate_config_map(object: &Value, old: Option<&Value>, errors: &mut Errors)
 }
 
 /// Once `immutable: true` is stored, the payload and the flag are frozen.
-fn check_immutable_data(object: &Value, old: Option<&Value>, sections: &[&str], errors: &mut Errors) {
+fn check_immutable_data(
+    object: &Value,
+    old: Option<&Value>,
+    sections: &[&str],
+    errors: &mut Errors,
+) {
     let Some(old) = old else { return };
     if old.get("immutable").and_then(Value::as_bool) != Some(true) {
         return;
@@ -1017,7 +1337,11 @@ fn check_immutable_data(object: &Value, old: Option<&Value>, sections: &[&str], 
     }
     for section in sections {
         let empty = Value::Object(Map::new());
-        let normalize = |v: Option<&Value>| v.filter(|v| !v.is_null()).cloned().unwrap_or_else(|| empty.clone());
+        let normalize = |v: Option<&Value>| {
+            v.filter(|v| !v.is_null())
+                .cloned()
+                .unwrap_or_else(|| empty.clone())
+        };
         if normalize(object.get(*section)) != normalize(old.get(*section)) {
             errors.forbidden(*section, "field is immutable when `immutable` is set");
         }
@@ -1058,10 +1382,15 @@ fn validate_secret(object: &Value, old: Option<&Value>, errors: &mut Errors) {
         }
     }
     if secret_type == "kubernetes.io/basic-auth" && !has("username") && !has("password") {
-        errors.required_with("data[username]", "either username or password must be supplied");
+        errors.required_with(
+            "data[username]",
+            "either username or password must be supplied",
+        );
     }
     if secret_type == "kubernetes.io/service-account-token"
-        && object.pointer("/metadata/annotations/kubernetes.io~1service-account.name").is_none()
+        && object
+            .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+            .is_none()
     {
         errors.required("metadata.annotations[kubernetes.io/service-account.name]");
     }
@@ -1077,10 +1406,17 @@ fn validate_secret(object: &Value, old: Option<&Value>, errors: &mut Errors) {
 // ---------------------------------------------------------------------------
 // Storage and discovery.
 
-const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
 
 fn check_access_modes(spec: &Value, errors: &mut Errors) {
-    let modes: Vec<&str> = items(spec, "accessModes").filter_map(|(_, m)| m.as_str()).collect();
+    let modes: Vec<&str> = items(spec, "accessModes")
+        .filter_map(|(_, m)| m.as_str())
+        .collect();
     if modes.is_empty() {
         errors.required_with("spec.accessModes", "at least 1 access mode is required");
     }
@@ -1123,7 +1459,8 @@ fn validate_pv(spec: &Value, errors: &mut Errors) {
         errors.required("spec.capacity");
     }
     const POLICIES: &[&str] = &["Delete", "Recycle", "Retain"];
-    if let Some(p) = str_at(spec, "persistentVolumeReclaimPolicy").filter(|p| !POLICIES.contains(p)) {
+    if let Some(p) = str_at(spec, "persistentVolumeReclaimPolicy").filter(|p| !POLICIES.contains(p))
+    {
         errors.not_supported("spec.persistentVolumeReclaimPolicy", p, POLICIES);
     }
 }
@@ -1137,13 +1474,19 @@ fn validate_endpoint_slice(object: &Value, old: Option<&Value>, errors: &mut Err
     }
     for (i, endpoint) in items(object, "endpoints") {
         if items(endpoint, "addresses").next().is_none() {
-            errors.required_with(format!("endpoints[{i}].addresses"), "must contain at least 1 address");
+            errors.required_with(
+                format!("endpoints[{i}].addresses"),
+                "must contain at least 1 address",
+            );
         }
     }
     if let Some(old) = old
         && str_at(old, "addressType") != str_at(object, "addressType")
     {
-        errors.immutable("addressType", quoted(str_at(object, "addressType").unwrap_or("")));
+        errors.immutable(
+            "addressType",
+            quoted(str_at(object, "addressType").unwrap_or("")),
+        );
     }
 }
 
@@ -1156,7 +1499,12 @@ mod tests {
     use crate::registry::find_by_kind;
 
     #[allow(clippy::result_large_err)]
-    fn check(api_version: &str, kind: &str, mut object: Value, old: Option<Value>) -> Result<(), ApiError> {
+    fn check(
+        api_version: &str,
+        kind: &str,
+        mut object: Value,
+        old: Option<Value>,
+    ) -> Result<(), ApiError> {
         let resource = find_by_kind(api_version, kind).expect("kind is served");
         apply_defaults(resource, &mut object);
         let old = old.map(|mut o| {
@@ -1196,13 +1544,37 @@ mod tests {
     fn valid_objects_pass() {
         check("v1", "Pod", pod(json!({"containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80}]}]})), None)
             .expect("pod is valid");
-        check("apps/v1", "Deployment", deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"})), None)
-            .expect("deployment is valid");
-        check("v1", "Service", service(json!({"ports": [{"port": 80}], "selector": {"app": "web"}})), None)
-            .expect("service is valid");
-        check("v1", "Namespace", json!({"metadata": {"name": "team-a"}}), None).expect("namespace is valid");
-        check("v1", "ConfigMap", json!({"metadata": {"name": "cfg", "namespace": "default"}, "data": {"a.b_c-d": "x"}}), None)
-            .expect("configmap is valid");
+        check(
+            "apps/v1",
+            "Deployment",
+            deployment(
+                json!({"matchLabels": {"app": "web"}}),
+                json!({"app": "web"}),
+            ),
+            None,
+        )
+        .expect("deployment is valid");
+        check(
+            "v1",
+            "Service",
+            service(json!({"ports": [{"port": 80}], "selector": {"app": "web"}})),
+            None,
+        )
+        .expect("service is valid");
+        check(
+            "v1",
+            "Namespace",
+            json!({"metadata": {"name": "team-a"}}),
+            None,
+        )
+        .expect("namespace is valid");
+        check(
+            "v1",
+            "ConfigMap",
+            json!({"metadata": {"name": "cfg", "namespace": "default"}, "data": {"a.b_c-d": "x"}}),
+            None,
+        )
+        .expect("configmap is valid");
     }
 
     #[test]
@@ -1215,8 +1587,21 @@ mod tests {
         let mut svc = service(json!({"ports": [{"port": 80}]}));
         svc["metadata"]["name"] = json!("1web");
         assert_eq!(fields(check("v1", "Service", svc, None)), ["metadata.name"]);
-        assert_eq!(fields(check("v1", "Namespace", json!({"metadata": {"name": "a.b"}}), None)), ["metadata.name"]);
-        let missing = check("v1", "ConfigMap", json!({"metadata": {"namespace": "default"}}), None);
+        assert_eq!(
+            fields(check(
+                "v1",
+                "Namespace",
+                json!({"metadata": {"name": "a.b"}}),
+                None
+            )),
+            ["metadata.name"]
+        );
+        let missing = check(
+            "v1",
+            "ConfigMap",
+            json!({"metadata": {"namespace": "default"}}),
+            None,
+        );
         assert_eq!(fields(missing), ["metadata.name"]);
     }
 
@@ -1226,7 +1611,10 @@ mod tests {
             "labels": {"app": "ok", "bad key!": "x", "tier": "-bad"},
             "annotations": {"big": "x".repeat(TOTAL_ANNOTATION_BYTES)}}});
         let got = fields(check("v1", "ConfigMap", cm.clone(), None));
-        assert_eq!(got, ["metadata.labels", "metadata.labels", "metadata.annotations"]);
+        assert_eq!(
+            got,
+            ["metadata.labels", "metadata.labels", "metadata.annotations"]
+        );
         cm["metadata"]["labels"] = json!({"example.com/app": "v1.0"});
         cm["metadata"]["annotations"] = json!({"note": "ok"});
         check("v1", "ConfigMap", cm, None).expect("valid labels pass");
@@ -1234,12 +1622,19 @@ mod tests {
 
     #[test]
     fn wrong_field_types_are_bad_requests_naming_the_field() {
-        let mut dep = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"}));
+        let mut dep = deployment(
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"app": "web"}),
+        );
         dep["spec"]["replicas"] = json!("three");
-        let err = check("apps/v1", "Deployment", dep, None).expect_err("string replicas are rejected");
+        let err =
+            check("apps/v1", "Deployment", dep, None).expect_err("string replicas are rejected");
         assert_eq!(err.code(), 400);
         assert!(err.message.contains("spec.replicas"), "{}", err.message);
-        assert!(err.message.starts_with("Deployment in version \"v1\" cannot be handled as a Deployment"));
+        assert!(
+            err.message
+                .starts_with("Deployment in version \"v1\" cannot be handled as a Deployment")
+        );
     }
 
     #[test]
@@ -1267,7 +1662,10 @@ mod tests {
                 "spec.restartPolicy",
             ]
         );
-        assert_eq!(fields(check("v1", "Pod", pod(json!({"containers": []})), None)), ["spec.containers"]);
+        assert_eq!(
+            fields(check("v1", "Pod", pod(json!({"containers": []})), None)),
+            ["spec.containers"]
+        );
     }
 
     #[test]
@@ -1293,31 +1691,57 @@ mod tests {
 
         let mut new_policy = old.clone();
         new_policy["spec"]["restartPolicy"] = json!("Never");
-        let err = check("v1", "Pod", new_policy, Some(old.clone())).expect_err("restartPolicy is immutable");
+        let err = check("v1", "Pod", new_policy, Some(old.clone()))
+            .expect_err("restartPolicy is immutable");
         assert_eq!(err.causes[0].field, "spec");
         assert_eq!(err.causes[0].reason, "FieldValueForbidden");
 
         let mut renamed = old.clone();
         renamed["metadata"]["name"] = json!("other");
-        assert_eq!(fields(check("v1", "Pod", renamed, Some(old))), ["metadata.name"]);
+        assert_eq!(
+            fields(check("v1", "Pod", renamed, Some(old))),
+            ["metadata.name"]
+        );
     }
 
     #[test]
     fn workload_selector_must_match_template() {
-        let err = check("apps/v1", "Deployment", deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "x"})), None)
-            .expect_err("mismatch is rejected");
+        let err = check(
+            "apps/v1",
+            "Deployment",
+            deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "x"})),
+            None,
+        )
+        .expect_err("mismatch is rejected");
         assert_eq!(
             err.message,
             "Deployment.apps \"web\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"
         );
         let expressions = json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["fe", "be"]}]});
-        check("apps/v1", "Deployment", deployment(expressions, json!({"tier": "be"})), None).expect("In matches");
+        check(
+            "apps/v1",
+            "Deployment",
+            deployment(expressions, json!({"tier": "be"})),
+            None,
+        )
+        .expect("In matches");
 
-        let mut no_selector = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"}));
-        no_selector["spec"].as_object_mut().map(|s| s.remove("selector"));
-        assert_eq!(fields(check("apps/v1", "Deployment", no_selector, None)), ["spec.selector"]);
+        let mut no_selector = deployment(
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"app": "web"}),
+        );
+        no_selector["spec"]
+            .as_object_mut()
+            .map(|s| s.remove("selector"));
+        assert_eq!(
+            fields(check("apps/v1", "Deployment", no_selector, None)),
+            ["spec.selector"]
+        );
 
-        let mut negative = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"}));
+        let mut negative = deployment(
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"app": "web"}),
+        );
         negative["spec"]["replicas"] = json!(-1);
         negative["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
         let got = fields(check("apps/v1", "Deployment", negative, None));
@@ -1326,9 +1750,18 @@ mod tests {
 
     #[test]
     fn workload_selector_is_immutable() {
-        let old = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web", "v": "1"}));
-        let new = deployment(json!({"matchLabels": {"app": "web", "v": "1"}}), json!({"app": "web", "v": "1"}));
-        assert_eq!(fields(check("apps/v1", "Deployment", new, Some(old.clone()))), ["spec.selector"]);
+        let old = deployment(
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"app": "web", "v": "1"}),
+        );
+        let new = deployment(
+            json!({"matchLabels": {"app": "web", "v": "1"}}),
+            json!({"app": "web", "v": "1"}),
+        );
+        assert_eq!(
+            fields(check("apps/v1", "Deployment", new, Some(old.clone()))),
+            ["spec.selector"]
+        );
         let mut scaled = old.clone();
         scaled["spec"]["replicas"] = json!(5);
         check("apps/v1", "Deployment", scaled, Some(old)).expect("scaling is allowed");
@@ -1336,10 +1769,19 @@ mod tests {
 
     #[test]
     fn service_rules() {
-        assert_eq!(fields(check("v1", "Service", service(json!({})), None)), ["spec.ports"]);
-        check("v1", "Service", service(json!({"clusterIP": "None"})), None).expect("headless needs no ports");
-        check("v1", "Service", service(json!({"type": "ExternalName", "externalName": "example.com"})), None)
-            .expect("external name needs no ports");
+        assert_eq!(
+            fields(check("v1", "Service", service(json!({})), None)),
+            ["spec.ports"]
+        );
+        check("v1", "Service", service(json!({"clusterIP": "None"})), None)
+            .expect("headless needs no ports");
+        check(
+            "v1",
+            "Service",
+            service(json!({"type": "ExternalName", "externalName": "example.com"})),
+            None,
+        )
+        .expect("external name needs no ports");
         let bad = service(json!({
             "type": "Magic",
             "ports": [{"port": 0}, {"name": "b", "port": 443, "nodePort": 80}],
@@ -1348,12 +1790,21 @@ mod tests {
         // targetPort defaults to port, so the bad port is reported for both, as Kubernetes does.
         assert_eq!(
             got,
-            ["spec.type", "spec.ports[0].name", "spec.ports[0].port", "spec.ports[0].targetPort", "spec.ports[1].nodePort"]
+            [
+                "spec.type",
+                "spec.ports[0].name",
+                "spec.ports[0].port",
+                "spec.ports[0].targetPort",
+                "spec.ports[1].nodePort"
+            ]
         );
 
         let old = service(json!({"ports": [{"port": 80}], "clusterIP": "10.43.0.10"}));
         let new = service(json!({"ports": [{"port": 80}], "clusterIP": "10.43.0.11"}));
-        assert_eq!(fields(check("v1", "Service", new, Some(old))), ["spec.clusterIPs[0]"]);
+        assert_eq!(
+            fields(check("v1", "Service", new, Some(old))),
+            ["spec.clusterIPs[0]"]
+        );
     }
 
     #[test]
@@ -1373,21 +1824,33 @@ mod tests {
         let old = json!({"metadata": {"name": "c", "namespace": "default"}, "immutable": true, "data": {"a": "1"}});
         let mut changed = old.clone();
         changed["data"]["a"] = json!("2");
-        assert_eq!(fields(check("v1", "ConfigMap", changed, Some(old.clone()))), ["data"]);
+        assert_eq!(
+            fields(check("v1", "ConfigMap", changed, Some(old.clone()))),
+            ["data"]
+        );
         let mut labelled = old.clone();
         labelled["metadata"]["labels"] = json!({"x": "y"});
-        check("v1", "ConfigMap", labelled, Some(old)).expect("metadata of immutable configmaps may change");
+        check("v1", "ConfigMap", labelled, Some(old))
+            .expect("metadata of immutable configmaps may change");
 
-        let old_secret = json!({"metadata": {"name": "s", "namespace": "default"}, "data": {"a": "eA=="}});
+        let old_secret =
+            json!({"metadata": {"name": "s", "namespace": "default"}, "data": {"a": "eA=="}});
         let mut retyped = old_secret.clone();
         retyped["type"] = json!("kubernetes.io/basic-auth");
         retyped["data"] = json!({"username": "eA=="});
-        assert_eq!(fields(check("v1", "Secret", retyped, Some(old_secret))), ["type"]);
+        assert_eq!(
+            fields(check("v1", "Secret", retyped, Some(old_secret))),
+            ["type"]
+        );
     }
 
     fn base64_of(bytes: &[u8]) -> String {
         let value = k8s_openapi::ByteString(bytes.to_vec());
-        serde_json::to_value(value).expect("encodes").as_str().expect("string").to_string()
+        serde_json::to_value(value)
+            .expect("encodes")
+            .as_str()
+            .expect("string")
+            .to_string()
     }
 
     #[test]
