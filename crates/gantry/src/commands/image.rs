@@ -219,7 +219,12 @@ impl ImageCommand {
     pub fn run(self, global: &GlobalOptions) -> anyhow::Result<()> {
         // Opened per command, so that login and logout (credentials are not the
         // store's business) do not create a store.
-        let store = || ImageStore::open(&global.root).context("opening the image store");
+        let store = || -> anyhow::Result<ImageStore> {
+            let store = ImageStore::open(&global.root).context("opening the image store")?;
+            // rmi and prune must not delete what a container (even a stopped one) is made of.
+            let containers = crate::commands::container::runtime(global)?;
+            Ok(store.with_usage_check(Arc::new(move |id| containers.uses_image(id.as_str()))))
+        };
         match self {
             ImageCommand::Pull(args) => pull(&store()?, args),
             ImageCommand::Push(args) => push(&store()?, args),
