@@ -18,6 +18,9 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
     let Some(obj) = object.as_object_mut() else {
         return;
     };
+    if !resource.namespaced {
+        clear_namespace(obj);
+    }
     match resource.kind {
         "Pod" => default_pod(obj),
         "Deployment" => default_deployment(obj),
@@ -37,6 +40,15 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
         // Lease, Event, ServiceAccount, ConfigMap and Binding have no
         // defaulted fields in Kubernetes.
         _ => {}
+    }
+}
+
+/// kube-apiserver silently drops `metadata.namespace` from cluster-scoped
+/// objects (`EnsureObjectNamespaceMatchesRequestNamespace`), so a manifest
+/// that sets one for a Namespace or Node still applies.
+fn clear_namespace(obj: &mut Map<String, Value>) {
+    if let Some(metadata) = existing(obj, "metadata") {
+        metadata.remove("namespace");
     }
 }
 
@@ -170,9 +182,20 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
+    let host_network = spec.get("hostNetwork").and_then(Value::as_bool) == Some(true);
     for key in ["containers", "initContainers", "ephemeralContainers"] {
         for container in each_item(spec, key) {
             default_container(container);
+            if host_network {
+                // With the host's network the container port is the host port.
+                for port in each_item(container, "ports") {
+                    if port.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
+                        && let Some(container_port) = port.get("containerPort").cloned()
+                    {
+                        port.insert("hostPort".into(), container_port);
+                    }
+                }
+            }
         }
     }
     for volume in each_item(spec, "volumes") {
@@ -574,6 +597,17 @@ mod tests {
     }
 
     #[test]
+    fn host_network_pods_get_host_ports() {
+        let pod = defaulted(
+            "v1",
+            "Pod",
+            json!({"spec": {"hostNetwork": true,
+            "containers": [{"name": "c", "image": "x:1", "ports": [{"containerPort": 8080}]}]}}),
+        );
+        assert_eq!(pod["spec"]["containers"][0]["ports"][0]["hostPort"], 8080);
+    }
+
+    #[test]
     fn image_pull_policy_follows_the_tag() {
         assert_eq!(image_pull_policy("nginx"), "Always");
         assert_eq!(image_pull_policy("nginx:latest"), "Always");
@@ -624,7 +658,12 @@ mod tests {
 
     #[test]
     fn other_kinds_get_their_defaults() {
-        let ns = defaulted("v1", "Namespace", json!({"metadata": {"name": "team"}}));
+        let ns = defaulted(
+            "v1",
+            "Namespace",
+            json!({"metadata": {"name": "team", "namespace": "default"}}),
+        );
+        assert!(ns["metadata"].get("namespace").is_none());
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
         assert_eq!(

@@ -191,8 +191,8 @@ fn decode<T: DeserializeOwned>(object: &Value) -> Result<(), String> {
     if !object.is_object() {
         return Err("the body must be a JSON object".into());
     }
-    // k8s-openapi resources check `apiVersion`/`kind`; the server has already
-    // matched those to the URL, so fill them in when a client omitted them.
+    // k8s-openapi accepts an absent `apiVersion`/`kind` but not a null one; the
+    // server has already matched both to the URL, so drop nulls.
     let mut object = object.clone();
     if let Some(map) = object.as_object_mut() {
         for key in ["apiVersion", "kind"] {
@@ -454,6 +454,16 @@ fn validate_kind(kind: &str, object: &Value, old: Option<&Value>, errors: &mut E
         "PersistentVolumeClaim" => validate_pvc(spec, old_spec, errors),
         "PersistentVolume" => validate_pv(spec, errors),
         "EndpointSlice" => validate_endpoint_slice(object, old, errors),
+        "Lease" => validate_lease(spec, errors),
+        "Binding" => {
+            if object
+                .pointer("/target/name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                errors.required("target.name");
+            }
+        }
         _ => {}
     }
 }
@@ -1490,6 +1500,31 @@ fn validate_endpoint_slice(object: &Value, old: Option<&Value>, errors: &mut Err
     }
 }
 
+fn validate_lease(spec: &Value, errors: &mut Errors) {
+    if let Some(seconds) = spec
+        .get("leaseDurationSeconds")
+        .and_then(Value::as_i64)
+        .filter(|s| *s <= 0)
+    {
+        errors.invalid_raw(
+            "spec.leaseDurationSeconds",
+            seconds,
+            "must be greater than 0",
+        );
+    }
+    if let Some(transitions) = spec
+        .get("leaseTransitions")
+        .and_then(Value::as_i64)
+        .filter(|t| *t < 0)
+    {
+        errors.invalid_raw(
+            "spec.leaseTransitions",
+            transitions,
+            "must be greater than or equal to 0",
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -1841,6 +1876,24 @@ mod tests {
         assert_eq!(
             fields(check("v1", "Secret", retyped, Some(old_secret))),
             ["type"]
+        );
+    }
+
+    #[test]
+    fn leases_and_bindings() {
+        let lease = |seconds: i64| {
+            json!({"metadata": {"name": "n1", "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": "n1", "leaseDurationSeconds": seconds}})
+        };
+        check("coordination.k8s.io/v1", "Lease", lease(40), None).expect("valid lease");
+        assert_eq!(
+            fields(check("coordination.k8s.io/v1", "Lease", lease(0), None)),
+            ["spec.leaseDurationSeconds"]
+        );
+        let binding = json!({"metadata": {"name": "web", "namespace": "default"}, "target": {"kind": "Node"}});
+        assert_eq!(
+            fields(check("v1", "Binding", binding, None)),
+            ["target.name"]
         );
     }
 
