@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or("usage: ack_writer <database path> <writers> <run tag>")?;
+    let path = args
+        .next()
+        .ok_or("usage: ack_writer <database path> <writers> <run tag>")?;
     let writers: usize = args.next().unwrap_or_else(|| "8".into()).parse()?;
     let tag = args.next().unwrap_or_else(|| "run".into());
     let store = Arc::new(RedbStore::open(&path)?);
@@ -28,7 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             for i in 0u64.. {
                 let key = format!("/crash/{tag}/{writer}/{i:08}");
-                match store.create(&key, Bytes::from(key.clone().into_bytes())).await {
+                match store
+                    .create(&key, Bytes::from(key.clone().into_bytes()))
+                    .await
+                {
                     Ok(written) if acks.send((key, written.revision)).is_ok() => {}
                     Ok(_) => return,
                     Err(err) => {

@@ -24,7 +24,14 @@ impl Drop for KillOnDrop {
 fn ack_writer_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "gantry-store", "--example", "ack_writer"]);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "gantry-store",
+        "--example",
+        "ack_writer",
+    ]);
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
@@ -52,7 +59,11 @@ fn run_and_kill(binary: &Path, db: &Path, tag: &str, min_acks: usize) -> Vec<(St
     let mut acked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.len() < min_acks {
-        assert!(Instant::now() < deadline, "writer too slow: {} acks", acked.len());
+        assert!(
+            Instant::now() < deadline,
+            "writer too slow: {} acks",
+            acked.len()
+        );
         let line = lines.next().expect("writer exited early").unwrap();
         acked.push(parse(&line));
     }
@@ -80,17 +91,30 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
         let store = RedbStore::open(&db).expect("reopen after SIGKILL");
         let current = store.current_revision().await.unwrap();
         for (key, revision) in &acked {
-            let kv = store.get(key).await.unwrap().unwrap_or_else(|| panic!("round {round}: lost {key}"));
+            let kv = store
+                .get(key)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: lost {key}"));
             assert_eq!(kv.mod_revision, *revision, "{key}");
             assert_eq!(kv.value, key.as_bytes());
-            assert!(*revision > highest_acked, "round {round}: revision {revision} reused after restart");
+            assert!(
+                *revision > highest_acked,
+                "round {round}: revision {revision} reused after restart"
+            );
         }
         let round_max = acked.iter().map(|(_, revision)| *revision).max().unwrap();
-        assert!(current >= round_max, "revision counter went backwards: {current} < {round_max}");
+        assert!(
+            current >= round_max,
+            "revision counter went backwards: {current} < {round_max}"
+        );
         // Per writer, acknowledged keys carry increasing revisions.
         let mut by_writer = std::collections::BTreeMap::<&str, Vec<u64>>::new();
         for (key, revision) in &acked {
-            by_writer.entry(key.rsplit_once('/').unwrap().0).or_default().push(*revision);
+            by_writer
+                .entry(key.rsplit_once('/').unwrap().0)
+                .or_default()
+                .push(*revision);
         }
         for revisions in by_writer.values() {
             assert!(revisions.windows(2).all(|pair| pair[0] < pair[1]));

@@ -34,7 +34,10 @@ pub struct CompactionPolicy {
 impl CompactionPolicy {
     /// kube-apiserver's default: keep five minutes, checked every minute.
     pub fn kubernetes_default() -> Self {
-        CompactionPolicy { retention: Retention::Duration(Duration::from_secs(300)), interval: Duration::from_secs(60) }
+        CompactionPolicy {
+            retention: Retention::Duration(Duration::from_secs(300)),
+            interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -45,18 +48,29 @@ pub(super) struct AutoCompactor {
 }
 
 impl AutoCompactor {
-    pub fn start(db: Arc<Database>, queue: WriteQueue, policy: CompactionPolicy) -> std::io::Result<Self> {
+    pub fn start(
+        db: Arc<Database>,
+        queue: WriteQueue,
+        policy: CompactionPolicy,
+    ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new().name("gantry-store-compactor".into()).spawn(move || {
-            let mut samples: VecDeque<(Instant, Revision)> = VecDeque::new();
-            // Wake every interval until told to stop (or the store is gone).
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(policy.interval) {
-                if let Err(err) = tick(&db, &queue, policy.retention, &mut samples) {
-                    tracing::warn!(error = %err, "automatic compaction failed");
+        let thread = std::thread::Builder::new()
+            .name("gantry-store-compactor".into())
+            .spawn(move || {
+                let mut samples: VecDeque<(Instant, Revision)> = VecDeque::new();
+                // Wake every interval until told to stop (or the store is gone).
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(policy.interval)
+                {
+                    if let Err(err) = tick(&db, &queue, policy.retention, &mut samples) {
+                        tracing::warn!(error = %err, "automatic compaction failed");
+                    }
                 }
-            }
-        })?;
-        Ok(AutoCompactor { stop: Some(stop), thread: Some(thread) })
+            })?;
+        Ok(AutoCompactor {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     pub fn stop(&mut self) {
@@ -87,7 +101,9 @@ fn tick(
         return Ok(());
     }
     let reply = queue.submit(Command::Compact { revision: target })?;
-    reply.blocking_recv().map_err(|_| super::writer::writer_gone())??;
+    reply
+        .blocking_recv()
+        .map_err(|_| super::writer::writer_gone())??;
     tracing::debug!(revision = target, "compacted store history");
     Ok(())
 }
@@ -124,8 +140,14 @@ mod tests {
     fn revision_retention_keeps_the_last_n() {
         let mut samples = VecDeque::new();
         let now = Instant::now();
-        assert_eq!(compaction_target(Retention::Revisions(10), 25, now, &mut samples), 15);
-        assert_eq!(compaction_target(Retention::Revisions(10), 5, now, &mut samples), 0);
+        assert_eq!(
+            compaction_target(Retention::Revisions(10), 25, now, &mut samples),
+            15
+        );
+        assert_eq!(
+            compaction_target(Retention::Revisions(10), 5, now, &mut samples),
+            0
+        );
     }
 
     #[test]
@@ -140,12 +162,21 @@ mod tests {
         .into();
         // Nothing is five minutes old yet.
         let now = start + Duration::from_secs(250);
-        assert_eq!(compaction_target(Retention::Duration(window), 40, now, &mut samples), 0);
+        assert_eq!(
+            compaction_target(Retention::Duration(window), 40, now, &mut samples),
+            0
+        );
         // At 310s only the first sample expired; at 420s the second too.
         let now = start + Duration::from_secs(310);
-        assert_eq!(compaction_target(Retention::Duration(window), 40, now, &mut samples), 10);
+        assert_eq!(
+            compaction_target(Retention::Duration(window), 40, now, &mut samples),
+            10
+        );
         let now = start + Duration::from_secs(420);
-        assert_eq!(compaction_target(Retention::Duration(window), 40, now, &mut samples), 20);
+        assert_eq!(
+            compaction_target(Retention::Duration(window), 40, now, &mut samples),
+            20
+        );
         assert_eq!(samples.len(), 2);
     }
 }

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::broadcast;
 
-pub use autocompact::{CompactionPolicy, Retention};
 use autocompact::AutoCompactor;
+pub use autocompact::{CompactionPolicy, Retention};
 use watch::blocking;
 use writer::{Command, Counters, Outcome, WriteQueue, writer_gone};
 
@@ -42,7 +42,10 @@ pub struct RedbOptions {
 
 impl Default for RedbOptions {
     fn default() -> Self {
-        RedbOptions { watch_buffer: 4096, max_batch: 1024 }
+        RedbOptions {
+            watch_buffer: 4096,
+            max_batch: 1024,
+        }
     }
 }
 
@@ -83,9 +86,13 @@ impl RedbStore {
         create_tables(&db).map_err(StoreError::backend)?;
         let (events, _) = broadcast::channel(options.watch_buffer.max(1));
         let counters = Arc::new(Counters::default());
-        let (queue, writer_thread) =
-            writer::spawn(Arc::clone(&db), events.clone(), Arc::clone(&counters), options.max_batch.max(1))
-                .map_err(StoreError::backend)?;
+        let (queue, writer_thread) = writer::spawn(
+            Arc::clone(&db),
+            events.clone(),
+            Arc::clone(&counters),
+            options.max_batch.max(1),
+        )
+        .map_err(StoreError::backend)?;
         Ok(RedbStore {
             db,
             queue: Mutex::new(Some(queue)),
@@ -99,7 +106,8 @@ impl RedbStore {
     /// Starts (or replaces) the background compactor.
     pub fn enable_auto_compaction(&self, policy: CompactionPolicy) -> Result<()> {
         let queue = self.queue()?;
-        let compactor = AutoCompactor::start(Arc::clone(&self.db), queue, policy).map_err(StoreError::backend)?;
+        let compactor = AutoCompactor::start(Arc::clone(&self.db), queue, policy)
+            .map_err(StoreError::backend)?;
         // The old compactor, if any, is stopped and joined when dropped.
         let previous = lock(&self.compactor).replace(compactor);
         drop(previous);
@@ -192,21 +200,52 @@ impl Store for RedbStore {
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
         let prefix = prefix.to_owned();
-        self.read(move |txn| read::list(txn, &prefix, &options)).await
+        self.read(move |txn| read::list(txn, &prefix, &options))
+            .await
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<WriteResult> {
-        let event = self.write_event(Command::Create { key: key.to_owned(), value }).await?;
-        Ok(WriteResult { revision: event.revision() })
+        let event = self
+            .write_event(Command::Create {
+                key: key.to_owned(),
+                value,
+            })
+            .await?;
+        Ok(WriteResult {
+            revision: event.revision(),
+        })
     }
 
-    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<WriteResult> {
-        let event = self.write_event(Command::Update { key: key.to_owned(), value, expected }).await?;
-        Ok(WriteResult { revision: event.revision() })
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> Result<WriteResult> {
+        let event = self
+            .write_event(Command::Update {
+                key: key.to_owned(),
+                value,
+                expected,
+            })
+            .await?;
+        Ok(WriteResult {
+            revision: event.revision(),
+        })
     }
 
-    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, WriteResult)> {
-        match self.write_event(Command::Delete { key: key.to_owned(), expected }).await? {
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+    ) -> Result<(KeyValue, WriteResult)> {
+        match self
+            .write_event(Command::Delete {
+                key: key.to_owned(),
+                expected,
+            })
+            .await?
+        {
             Event::Delete { prev, revision } => Ok((prev, WriteResult { revision })),
             Event::Put { .. } => unreachable!("the writer answers a delete with a delete event"),
         }
@@ -215,16 +254,27 @@ impl Store for RedbStore {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         // Subscribe first: anything committed from here on is either in the
         // snapshot read below or waiting in this receiver.
-        let live = lock(&self.events).as_ref().ok_or_else(writer_gone)?.subscribe();
-        let revs = self.read(|txn| read::revisions(txn)).await?;
+        let live = lock(&self.events)
+            .as_ref()
+            .ok_or_else(writer_gone)?
+            .subscribe();
+        let revs = self.read(read::revisions).await?;
         read::check_readable(after, revs)?;
-        Ok(watch::stream(Arc::clone(&self.db), prefix.to_owned(), live, after, revs.current))
+        Ok(watch::stream(
+            Arc::clone(&self.db),
+            prefix.to_owned(),
+            live,
+            after,
+            revs.current,
+        ))
     }
 
     async fn compact(&self, revision: Revision) -> Result<Revision> {
         match self.write(Command::Compact { revision }).await? {
             Outcome::Compacted(revision) => Ok(revision),
-            Outcome::Written(_) => unreachable!("the writer answers a compaction with its revision"),
+            Outcome::Written(_) => {
+                unreachable!("the writer answers a compaction with its revision")
+            }
         }
     }
 

@@ -30,10 +30,16 @@ pub(super) fn revisions(txn: &ReadTransaction) -> Result<Revisions> {
 /// Fails unless `revision` lies in the retained window of `revs`.
 pub(super) fn check_readable(revision: Revision, revs: Revisions) -> Result<()> {
     if revision > revs.current {
-        return Err(StoreError::FutureRevision { requested: revision, current: revs.current });
+        return Err(StoreError::FutureRevision {
+            requested: revision,
+            current: revs.current,
+        });
     }
     if revision < revs.compacted {
-        return Err(StoreError::Compacted { requested: revision, compacted: revs.compacted });
+        return Err(StoreError::Compacted {
+            requested: revision,
+            compacted: revs.compacted,
+        });
     }
     Ok(())
 }
@@ -46,7 +52,11 @@ pub(super) fn get(txn: &ReadTransaction, key: &str) -> Result<Option<KeyValue>> 
     }
 }
 
-pub(super) fn list(txn: &ReadTransaction, prefix: &str, options: &ListOptions) -> Result<ListResult> {
+pub(super) fn list(
+    txn: &ReadTransaction,
+    prefix: &str,
+    options: &ListOptions,
+) -> Result<ListResult> {
     let revs = revisions(txn)?;
     let revision = options.revision.unwrap_or(revs.current);
     check_readable(revision, revs)?;
@@ -55,13 +65,23 @@ pub(super) fn list(txn: &ReadTransaction, prefix: &str, options: &ListOptions) -
     let mut items = if revision == revs.current {
         list_current(txn, prefix, options.start_after.as_deref(), wanted)?
     } else {
-        list_at(txn, prefix, options.start_after.as_deref(), wanted, revision)?
+        list_at(
+            txn,
+            prefix,
+            options.start_after.as_deref(),
+            wanted,
+            revision,
+        )?
     };
     let more = matches!(options.limit, Some(limit) if items.len() > limit);
     if let Some(limit) = options.limit {
         items.truncate(limit);
     }
-    Ok(ListResult { items, revision, more })
+    Ok(ListResult {
+        items,
+        revision,
+        more,
+    })
 }
 
 /// Where a scan of keys under `prefix` starts, continuing after `start_after`.
@@ -170,13 +190,18 @@ pub(super) fn history_page(
 ) -> Result<HistoryPage> {
     let revs = revisions(txn)?;
     if after < revs.compacted {
-        return Err(StoreError::Compacted { requested: after, compacted: revs.compacted });
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted: revs.compacted,
+        });
     }
     let history = txn.open_table(HISTORY).map_err(StoreError::backend)?;
     let versions = txn.open_table(VERSIONS).map_err(StoreError::backend)?;
     let mut events = VecDeque::new();
     let mut scanned_to = upto;
-    let range = history.range((after + 1)..=upto).map_err(StoreError::backend)?;
+    let range = history
+        .range((after + 1)..=upto)
+        .map_err(StoreError::backend)?;
     for (scanned, row) in range.enumerate() {
         let (revision, key) = row.map_err(StoreError::backend)?;
         let (revision, key) = (revision.value(), key.value());
@@ -208,8 +233,8 @@ fn load_event(
     key: &str,
     revision: Revision,
 ) -> Result<Event> {
-    let version =
-        load_version(versions, key, revision)?.ok_or_else(|| super::schema::corrupt("history", key))?;
+    let version = load_version(versions, key, revision)?
+        .ok_or_else(|| super::schema::corrupt("history", key))?;
     let prev = if version.prev_revision == 0 {
         None
     } else {
@@ -246,7 +271,10 @@ pub(super) fn newest_put_at_or_below(
     key: &str,
     revision: Revision,
 ) -> Result<Option<Revision>> {
-    let newest = versions.range((key, 0)..=(key, revision)).map_err(StoreError::backend)?.next_back();
+    let newest = versions
+        .range((key, 0)..=(key, revision))
+        .map_err(StoreError::backend)?
+        .next_back();
     let Some(row) = newest else { return Ok(None) };
     let (at, body) = row.map_err(StoreError::backend)?;
     Ok(match version_kind(body.value()) {

@@ -46,7 +46,10 @@ pub(super) struct CorruptRecord {
 }
 
 pub(super) fn corrupt(table: &'static str, key: &str) -> StoreError {
-    StoreError::backend(CorruptRecord { table, key: key.to_owned() })
+    StoreError::backend(CorruptRecord {
+        table,
+        key: key.to_owned(),
+    })
 }
 
 /// Reads a counter from `meta`, 0 when it was never written.
@@ -63,7 +66,11 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
 }
 
 /// Encodes a `current` row.
-pub(super) fn encode_current(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
+pub(super) fn encode_current(
+    create_revision: Revision,
+    mod_revision: Revision,
+    value: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 * U64 + value.len());
     out.extend_from_slice(&create_revision.to_le_bytes());
     out.extend_from_slice(&mod_revision.to_le_bytes());
@@ -73,7 +80,8 @@ pub(super) fn encode_current(create_revision: Revision, mod_revision: Revision, 
 
 /// Decodes a `current` row into the key's [`KeyValue`].
 pub(super) fn decode_current(key: &str, bytes: &[u8]) -> Result<KeyValue, StoreError> {
-    let (Some(create_revision), Some(mod_revision)) = (read_u64(bytes, 0), read_u64(bytes, U64)) else {
+    let (Some(create_revision), Some(mod_revision)) = (read_u64(bytes, 0), read_u64(bytes, U64))
+    else {
         return Err(corrupt("current", key));
     };
     Ok(KeyValue {

@@ -125,5 +125,7 @@ impl Watcher {
 pub(super) async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(read).await.map_err(StoreError::backend)?
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(StoreError::backend)?
 }

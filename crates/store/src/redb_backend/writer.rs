@@ -11,9 +11,9 @@
 //! the others in the batch; only a failed commit fails the whole batch.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -30,10 +30,22 @@ use crate::{Event, KeyValue, Result, Revision, StoreError};
 /// A mutation queued for the writer.
 #[derive(Debug)]
 pub(super) enum Command {
-    Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: Option<Revision> },
-    Delete { key: String, expected: Option<Revision> },
-    Compact { revision: Revision },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: Option<Revision>,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+    Compact {
+        revision: Revision,
+    },
 }
 
 /// What a successfully applied command produced.
@@ -64,7 +76,9 @@ impl WriteQueue {
     /// batch holding it is durable.
     pub fn submit(&self, command: Command) -> Result<oneshot::Receiver<Result<Outcome>>> {
         let (reply, receiver) = oneshot::channel();
-        self.0.send(Request { command, reply }).map_err(|_| writer_gone())?;
+        self.0
+            .send(Request { command, reply })
+            .map_err(|_| writer_gone())?;
         Ok(receiver)
     }
 }
@@ -104,12 +118,16 @@ fn commit_batch(
     events: &broadcast::Sender<Event>,
     counters: &Counters,
 ) {
-    let (commands, replies): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|request| (request.command, request.reply)).unzip();
+    let (commands, replies): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|request| (request.command, request.reply))
+        .unzip();
     match apply_and_commit(db, commands) {
         Ok(results) => {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
-            counters.writes.fetch_add(results.len() as u64, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(results.len() as u64, Ordering::Relaxed);
             // Publish before acknowledging so a caller that watches after
             // its own write can never see the live stream without it.
             for result in &results {
@@ -126,7 +144,9 @@ fn commit_batch(
             tracing::error!(error = %err, "store commit failed; failing the whole batch");
             let message = err.to_string();
             for reply in replies {
-                let _ = reply.send(Err(StoreError::backend(std::io::Error::other(message.clone()))));
+                let _ = reply.send(Err(StoreError::backend(std::io::Error::other(
+                    message.clone(),
+                ))));
             }
         }
     }
@@ -141,7 +161,10 @@ struct Tables<'t> {
     revision: Revision,
 }
 
-fn apply_and_commit(db: &Database, commands: Vec<Command>) -> Result<Vec<Result<Outcome>>, redb::Error> {
+fn apply_and_commit(
+    db: &Database,
+    commands: Vec<Command>,
+) -> Result<Vec<Result<Outcome>>, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let results = apply_all(&txn, commands)?;
@@ -149,7 +172,10 @@ fn apply_and_commit(db: &Database, commands: Vec<Command>) -> Result<Vec<Result<
     Ok(results)
 }
 
-fn apply_all(txn: &WriteTransaction, commands: Vec<Command>) -> Result<Vec<Result<Outcome>>, redb::Error> {
+fn apply_all(
+    txn: &WriteTransaction,
+    commands: Vec<Command>,
+) -> Result<Vec<Result<Outcome>>, redb::Error> {
     let meta = txn.open_table(META)?;
     let revision = read_meta(&meta, META_REVISION)?;
     let mut tables = Tables {
@@ -174,7 +200,11 @@ fn apply_all(txn: &WriteTransaction, commands: Vec<Command>) -> Result<Vec<Resul
 fn apply(tables: &mut Tables<'_>, command: Command) -> Result<Result<Outcome>, redb::Error> {
     match command {
         Command::Create { key, value } => create(tables, key, value),
-        Command::Update { key, value, expected } => update(tables, key, value, expected),
+        Command::Update {
+            key,
+            value,
+            expected,
+        } => update(tables, key, value, expected),
         Command::Delete { key, expected } => delete(tables, key, expected),
         Command::Compact { revision } => compact(tables, revision),
     }
@@ -201,7 +231,11 @@ fn live_for_swap(
     if let Some(expected) = expected
         && expected != live.mod_revision
     {
-        return Ok(Err(StoreError::Conflict { key: key.to_owned(), expected, current: live.mod_revision }));
+        return Ok(Err(StoreError::Conflict {
+            key: key.to_owned(),
+            expected,
+            current: live.mod_revision,
+        }));
     }
     Ok(Ok(live))
 }
@@ -216,14 +250,19 @@ fn record_version(
 ) -> Result<Revision, redb::Error> {
     tables.revision += 1;
     let revision = tables.revision;
-    tables
-        .versions
-        .insert((key, revision), encode_version(kind, create_revision, prev_revision, value).as_slice())?;
+    tables.versions.insert(
+        (key, revision),
+        encode_version(kind, create_revision, prev_revision, value).as_slice(),
+    )?;
     tables.history.insert(revision, key)?;
     Ok(revision)
 }
 
-fn create(tables: &mut Tables<'_>, key: String, value: Bytes) -> Result<Result<Outcome>, redb::Error> {
+fn create(
+    tables: &mut Tables<'_>,
+    key: String,
+    value: Bytes,
+) -> Result<Result<Outcome>, redb::Error> {
     match current_value(tables, &key)? {
         Ok(None) => {}
         Ok(Some(_)) => return Ok(Err(StoreError::AlreadyExists(key))),
@@ -231,8 +270,16 @@ fn create(tables: &mut Tables<'_>, key: String, value: Bytes) -> Result<Result<O
     }
     let revision = tables.revision + 1;
     record_version(tables, &key, VersionKind::Put, revision, 0, &value)?;
-    tables.current.insert(key.as_str(), encode_current(revision, revision, &value).as_slice())?;
-    let kv = KeyValue { key, value, create_revision: revision, mod_revision: revision };
+    tables.current.insert(
+        key.as_str(),
+        encode_current(revision, revision, &value).as_slice(),
+    )?;
+    let kv = KeyValue {
+        key,
+        value,
+        create_revision: revision,
+        mod_revision: revision,
+    };
     Ok(Ok(Outcome::Written(Event::Put { kv, prev: None })))
 }
 
@@ -246,13 +293,28 @@ fn update(
         Ok(live) => live,
         Err(err) => return Ok(Err(err)),
     };
-    let revision =
-        record_version(tables, &key, VersionKind::Put, live.create_revision, live.mod_revision, &value)?;
-    tables
-        .current
-        .insert(key.as_str(), encode_current(live.create_revision, revision, &value).as_slice())?;
-    let kv = KeyValue { key, value, create_revision: live.create_revision, mod_revision: revision };
-    Ok(Ok(Outcome::Written(Event::Put { kv, prev: Some(live) })))
+    let revision = record_version(
+        tables,
+        &key,
+        VersionKind::Put,
+        live.create_revision,
+        live.mod_revision,
+        &value,
+    )?;
+    tables.current.insert(
+        key.as_str(),
+        encode_current(live.create_revision, revision, &value).as_slice(),
+    )?;
+    let kv = KeyValue {
+        key,
+        value,
+        create_revision: live.create_revision,
+        mod_revision: revision,
+    };
+    Ok(Ok(Outcome::Written(Event::Put {
+        kv,
+        prev: Some(live),
+    })))
 }
 
 fn delete(
@@ -264,19 +326,34 @@ fn delete(
         Ok(live) => live,
         Err(err) => return Ok(Err(err)),
     };
-    let revision =
-        record_version(tables, &key, VersionKind::Delete, live.create_revision, live.mod_revision, &[])?;
+    let revision = record_version(
+        tables,
+        &key,
+        VersionKind::Delete,
+        live.create_revision,
+        live.mod_revision,
+        &[],
+    )?;
     tables.current.remove(key.as_str())?;
-    Ok(Ok(Outcome::Written(Event::Delete { prev: live, revision })))
+    Ok(Ok(Outcome::Written(Event::Delete {
+        prev: live,
+        revision,
+    })))
 }
 
 fn compact(tables: &mut Tables<'_>, revision: Revision) -> Result<Result<Outcome>, redb::Error> {
     let compacted = read_meta(&tables.meta, META_COMPACTED)?;
     if revision > tables.revision {
-        return Ok(Err(StoreError::FutureRevision { requested: revision, current: tables.revision }));
+        return Ok(Err(StoreError::FutureRevision {
+            requested: revision,
+            current: tables.revision,
+        }));
     }
     if revision < compacted {
-        return Ok(Err(StoreError::Compacted { requested: revision, compacted }));
+        return Ok(Err(StoreError::Compacted {
+            requested: revision,
+            compacted,
+        }));
     }
     if revision == compacted {
         return Ok(Ok(Outcome::Compacted(compacted)));
@@ -284,7 +361,10 @@ fn compact(tables: &mut Tables<'_>, revision: Revision) -> Result<Result<Outcome
     // Only keys written after the previous compaction can hold versions
     // that are now obsolete; everything older was compacted already.
     let mut touched = BTreeSet::new();
-    for row in tables.history.extract_from_if((compacted + 1)..=revision, |_, _| true)? {
+    for row in tables
+        .history
+        .extract_from_if((compacted + 1)..=revision, |_, _| true)?
+    {
         let (_, key) = row?;
         touched.insert(key.value().to_owned());
     }
@@ -292,9 +372,10 @@ fn compact(tables: &mut Tables<'_>, revision: Revision) -> Result<Result<Outcome
         // A corrupt record aborts the compaction rather than guessing.
         let keep = newest_put_at_or_below(&tables.versions, key, revision)
             .map_err(|err| redb::Error::from(std::io::Error::other(err.to_string())))?;
-        tables
-            .versions
-            .retain_in((key.as_str(), 0)..=(key.as_str(), revision), |(_, at), _| Some(at) == keep)?;
+        tables.versions.retain_in(
+            (key.as_str(), 0)..=(key.as_str(), revision),
+            |(_, at), _| Some(at) == keep,
+        )?;
     }
     tables.meta.insert(META_COMPACTED, revision)?;
     Ok(Ok(Outcome::Compacted(revision)))
