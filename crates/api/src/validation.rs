@@ -455,15 +455,7 @@ fn validate_kind(kind: &str, object: &Value, old: Option<&Value>, errors: &mut E
         "PersistentVolume" => validate_pv(spec, errors),
         "EndpointSlice" => validate_endpoint_slice(object, old, errors),
         "Lease" => validate_lease(spec, errors),
-        "Binding" => {
-            if object
-                .pointer("/target/name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
-                errors.required("target.name");
-            }
-        }
+        "Binding" => validate_binding(object, errors),
         _ => {}
     }
 }
@@ -1497,6 +1489,13 @@ fn validate_endpoint_slice(object: &Value, old: Option<&Value>, errors: &mut Err
             "addressType",
             quoted(str_at(object, "addressType").unwrap_or("")),
         );
+    }
+}
+
+fn validate_binding(binding: &Value, errors: &mut Errors) {
+    let target = binding.pointer("/target/name").and_then(Value::as_str);
+    if target.is_none_or(str::is_empty) {
+        errors.required("target.name");
     }
 }
 
