@@ -281,3 +281,51 @@ fn kubectl_get_services_and_deployments() {
         ]
     );
 }
+
+#[test]
+fn kubectl_get_nodes_namespaces_events_and_config() {
+    let created = minutes_ago(30);
+    let server = TableServer::start(vec![
+        json!({"kind": "Node", "metadata": {"name": "node1", "creationTimestamp": created,
+                "labels": {"node-role.kubernetes.io/control-plane": "true"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                    "kernelVersion": "6.1.0-28-amd64", "containerRuntimeVersion": "gantry://0.1.0"}}}),
+        json!({"kind": "Namespace", "metadata": {"name": "default", "creationTimestamp": created}, "status": {"phase": "Active"}}),
+        json!({"kind": "Event", "metadata": {"name": "web.1", "namespace": "default", "creationTimestamp": created},
+            "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+            "type": "Normal", "reason": "Scheduled", "message": "Successfully assigned default/web to node1",
+            "source": {"component": "default-scheduler"}, "firstTimestamp": created, "lastTimestamp": created, "count": 1}),
+        json!({"kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default", "creationTimestamp": created},
+            "data": {"a": "1", "b": "2"}}),
+        json!({"kind": "Secret", "metadata": {"name": "token", "namespace": "default", "creationTimestamp": created},
+            "type": "Opaque", "data": {"t": "eA=="}}),
+    ]);
+    assert_eq!(
+        kubectl(&server, &["get", "nodes", "-o", "wide"]),
+        [
+            "NAME | STATUS | ROLES | AGE | VERSION | INTERNAL-IP | EXTERNAL-IP | OS-IMAGE | KERNEL-VERSION | CONTAINER-RUNTIME",
+            "node1 | Ready | control-plane | 30m | v1.33.0 | 10.0.0.2 | <none> | Debian GNU/Linux 12 (bookworm) | 6.1.0-28-amd64 | gantry://0.1.0",
+        ]
+    );
+    assert_eq!(
+        kubectl(&server, &["get", "ns"]),
+        ["NAME | STATUS | AGE", "default | Active | 30m"]
+    );
+    assert_eq!(
+        kubectl(&server, &["get", "events", "-n", "default"]),
+        [
+            "LAST SEEN | TYPE | REASON | OBJECT | MESSAGE",
+            "30m | Normal | Scheduled | pod/web | Successfully assigned default/web to node1",
+        ]
+    );
+    assert_eq!(
+        kubectl(&server, &["get", "cm", "-n", "default"]),
+        ["NAME | DATA | AGE", "settings | 2 | 30m"]
+    );
+    assert_eq!(
+        kubectl(&server, &["get", "secrets", "-n", "default"]),
+        ["NAME | TYPE | DATA | AGE", "token | Opaque | 1 | 30m"]
+    );
+}
