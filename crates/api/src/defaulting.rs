@@ -28,9 +28,7 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
         "StatefulSet" => default_stateful_set(obj),
         "DaemonSet" => default_daemon_set(obj),
         "Service" => default_service(obj),
-        "Secret" => {
-            set_default(obj, "type", json!("Opaque"));
-        }
+        "Secret" => default_secret(obj),
         "Namespace" => default_namespace(obj),
         "PersistentVolumeClaim" => default_pvc(obj),
         "PersistentVolume" => default_pv(obj),
@@ -393,6 +391,27 @@ fn default_service(obj: &mut Map<String, Value>) {
     }
 }
 
+/// Sets the type and folds write-only `stringData` into `data`, as the v1 to
+/// internal conversion does: stored secrets only ever carry `data`.
+fn default_secret(obj: &mut Map<String, Value>) {
+    set_default(obj, "type", json!("Opaque"));
+    let Some(Value::Object(string_data)) = obj.remove("stringData") else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let Some(data) = child(obj, "data") else {
+        return;
+    };
+    for (key, value) in string_data {
+        let bytes = value.as_str().unwrap_or_default().as_bytes().to_vec();
+        if let Ok(encoded) = serde_json::to_value(k8s_openapi::ByteString(bytes)) {
+            data.insert(key, encoded);
+        }
+    }
+}
+
 fn default_namespace(obj: &mut Map<String, Value>) {
     let name = obj
         .get("metadata")
@@ -594,6 +613,19 @@ mod tests {
         assert_eq!(once["spec"]["serviceAccount"], "builder");
         assert_eq!(once["spec"]["containers"][0]["imagePullPolicy"], "Never");
         assert_eq!(defaulted("v1", "Pod", once.clone()), once);
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let secret = defaulted(
+            "v1",
+            "Secret",
+            json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "hello"}}),
+        );
+        assert_eq!(
+            secret,
+            json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "eA==", "b": "aGVsbG8="}})
+        );
     }
 
     #[test]

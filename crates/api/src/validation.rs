@@ -455,6 +455,7 @@ fn validate_kind(kind: &str, object: &Value, old: Option<&Value>, errors: &mut E
         "PersistentVolume" => validate_pv(spec, errors),
         "EndpointSlice" => validate_endpoint_slice(object, old, errors),
         "Lease" => validate_lease(spec, errors),
+        "Event" => validate_event(object, errors),
         "Binding" => validate_binding(object, errors),
         _ => {}
     }
@@ -1499,6 +1500,34 @@ fn validate_binding(binding: &Value, errors: &mut Errors) {
     }
 }
 
+/// Legacy (core/v1) events must live in their object's namespace, or in
+/// `default` for cluster-scoped objects.
+fn validate_event(event: &Value, errors: &mut Errors) {
+    if event.get("eventTime").is_some_and(|t| !t.is_null()) {
+        return;
+    }
+    let namespace = event
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let involved = event
+        .pointer("/involvedObject/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let matches = if involved.is_empty() {
+        namespace.is_empty() || namespace == "default"
+    } else {
+        namespace == involved
+    };
+    if !matches {
+        errors.invalid(
+            "involvedObject.namespace",
+            involved,
+            "does not match event.namespace",
+        );
+    }
+}
+
 fn validate_lease(spec: &Value, errors: &mut Errors) {
     if let Some(seconds) = spec
         .get("leaseDurationSeconds")
@@ -1875,6 +1904,20 @@ mod tests {
         assert_eq!(
             fields(check("v1", "Secret", retyped, Some(old_secret))),
             ["type"]
+        );
+    }
+
+    #[test]
+    fn events_live_in_their_objects_namespace() {
+        let event = |involved: &str| {
+            json!({"metadata": {"name": "e", "namespace": "default"}, "reason": "Started",
+                "involvedObject": {"kind": "Pod", "name": "web", "namespace": involved}})
+        };
+        check("v1", "Event", event("default"), None).expect("same namespace");
+        check("v1", "Event", event(""), None).expect("cluster-scoped object");
+        assert_eq!(
+            fields(check("v1", "Event", event("other"), None)),
+            ["involvedObject.namespace"]
         );
     }
 
