@@ -370,8 +370,12 @@ fn default_service(obj: &mut Map<String, Value>) {
         .to_string();
     for port in each_item(spec, "ports") {
         set_default(port, "protocol", json!("TCP"));
-        if let Some(number) = port.get("port").cloned() {
-            set_default(port, "targetPort", number);
+        // `SetDefaults_Service`: an unset, zero or empty targetPort means "same as port".
+        let unset = matches!(port.get("targetPort"), None | Some(Value::Null))
+            || port.get("targetPort") == Some(&json!(0))
+            || port.get("targetPort") == Some(&json!(""));
+        if unset && let Some(number) = port.get("port").cloned() {
+            port.insert("targetPort".into(), number);
         }
     }
     if service_type == "ExternalName" {
@@ -583,7 +587,7 @@ mod tests {
         let got = defaulted(
             "v1",
             "Service",
-            json!({"metadata": {"name": "s"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+            json!({"metadata": {"name": "s"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}, {"port": 81, "targetPort": 0}]}}),
         );
         let want = json!({
             "metadata": {"name": "s"},
@@ -591,7 +595,10 @@ mod tests {
                 "internalTrafficPolicy": "Cluster",
                 "ipFamilies": ["IPv4"],
                 "ipFamilyPolicy": "SingleStack",
-                "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}],
+                "ports": [
+                    {"port": 80, "protocol": "TCP", "targetPort": 80},
+                    {"port": 81, "protocol": "TCP", "targetPort": 81},
+                ],
                 "selector": {"app": "web"},
                 "sessionAffinity": "None",
                 "type": "ClusterIP",
