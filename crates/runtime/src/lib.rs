@@ -336,7 +336,12 @@ impl Runtime {
 
     /// Kills whatever is left of a container and frees its cgroup and mount.
     fn release(&self, dir: &state::ContainerDir, id: &str) {
-        if let Ok(mut container) = libcontainer::container::Container::load(self.root.join("runtime").join(id)) {
+        let oci_state = self.root.join("runtime").join(id);
+        if !oci_state.join("state.json").exists() {
+            shim::unmount_rootfs(dir);
+            return;
+        }
+        if let Ok(mut container) = libcontainer::container::Container::load(oci_state) {
             let _ = container.kill(Signal::SIGKILL, true);
             let _ = container.delete(true);
         }

@@ -193,7 +193,6 @@ pub(crate) fn build_spec(
             "env": config.env,
             "cwd": if config.working_dir.is_empty() { "/" } else { &config.working_dir },
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
             "noNewPrivileges": true
         },
         "mounts": mounts,
