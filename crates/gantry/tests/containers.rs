@@ -255,3 +255,24 @@ fn rmi_refuses_an_image_a_container_uses() {
     g.ok(&["rm", "holder"]);
     g.ok(&["rmi", BUSYBOX_TAG]);
 }
+
+#[test]
+fn a_dead_monitor_leaves_no_process_mount_or_cgroup() {
+    let g = Gantry::new();
+    g.ok(&["run", "-d", "--name", "orphan", BUSYBOX_TAG, "sleep", "1000"]);
+    let dir = g.container_dir("orphan");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    let shim = state["shim_pid"].as_i64().unwrap() as i32;
+    let init = g.inspect("orphan")["State"]["Pid"].as_i64().unwrap() as i32;
+    let id = dir.file_name().unwrap().to_str().unwrap().to_owned();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("the monitor is gone", Duration::from_secs(10), || !Path::new(&format!("/proc/{shim}")).exists());
+    // The next command notices, and cleans up what the monitor owned.
+    let ps = g.ok(&["ps", "-a"]);
+    assert!(ps.lines().any(|l| l.contains("Exited (255)") && l.ends_with("orphan")), "{ps}");
+    wait_until("the container's process is gone", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{init}/stat")).map_or(true, |s| s.contains(") Z"))
+    });
+    assert!(g.mounts_under_root().is_empty(), "leaked: {:?}", g.mounts_under_root());
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/gantry/{id}")).exists(), "cgroup left behind");
+}
