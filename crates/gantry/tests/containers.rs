@@ -276,3 +276,37 @@ fn a_dead_monitor_leaves_no_process_mount_or_cgroup() {
     assert!(g.mounts_under_root().is_empty(), "leaked: {:?}", g.mounts_under_root());
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory/gantry/{id}")).exists(), "cgroup left behind");
 }
+
+#[test]
+fn stdin_and_terminals_reach_the_container() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let g = Gantry::new();
+    let with_stdin = |args: &[&str], input: &str| -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("--root")
+            .arg(g.root.path())
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // -i: stdin reaches the process and its end closes the process's stdin.
+    let cat = with_stdin(&["run", "--rm", "-i", BUSYBOX_TAG, "cat"], "through stdin\n");
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "through stdin\n");
+    // -t: the process runs on a terminal (a pty turns \n into \r\n).
+    assert_eq!(g.ok(&["run", "--rm", "-t", BUSYBOX_TAG, "tty"]), "/dev/pts/0\r\n");
+    // -it: a shell reads commands from the terminal and exits with its code.
+    let shell = with_stdin(&["run", "--rm", "-it", BUSYBOX_TAG, "sh"], "echo typed-$((6*7))\nexit 5\n");
+    assert_eq!(shell.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&shell.stdout).contains("typed-42"));
+    g.ok(&["run", "-d", "--name", "bg", BUSYBOX_TAG, "sleep", "1000"]);
+    assert_eq!(g.ok(&["exec", "-t", "bg", "tty"]), "/dev/pts/0\r\n");
+    let exec = with_stdin(&["exec", "-i", "bg", "cat"], "into exec\n");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "into exec\n");
+}

@@ -15,6 +15,7 @@ mod netns;
 mod shim;
 mod spec;
 mod state;
+mod tty;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -155,6 +156,12 @@ pub struct CreateOptions {
     pub read_only: bool,
     /// Remove when it exits.
     pub auto_remove: bool,
+    /// Give the process a pseudo-terminal.
+    pub tty: bool,
+    /// Keep stdin open for [`Runtime::attach_stdin`].
+    pub open_stdin: bool,
+    /// Initial terminal size as (rows, columns).
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// A process to run in a running container.
@@ -170,6 +177,10 @@ pub struct ExecOptions {
     pub working_dir: Option<String>,
     /// Pass the caller's stdin (`-i`); otherwise the process reads /dev/null.
     pub interactive: bool,
+    /// Run on a new pseudo-terminal relayed to the caller's stdin/stdout (`-t`).
+    pub tty: bool,
+    /// Initial terminal size as (rows, columns).
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// One record of a container's output.
@@ -242,6 +253,9 @@ impl Runtime {
             network: options.network,
             read_only: options.read_only,
             auto_remove: options.auto_remove,
+            tty: options.tty,
+            open_stdin: options.open_stdin,
+            console_size: options.console_size,
             created: jiff::Timestamp::now(),
         };
         let dir = self.dir(&config.id);
@@ -462,28 +476,90 @@ impl Runtime {
         let env_map: HashMap<String, String> =
             env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux).with_root_path(self.root.join("runtime"))?;
-        if !options.interactive {
+        // Short, outside the container dir: unix socket paths must fit in 108 bytes.
+        let console_path = std::env::temp_dir().join(format!("gantry-exec-{}.sock", &random_id()[..12]));
+        let console = if options.tty {
+            let listener = std::os::unix::net::UnixListener::bind(&console_path).map_err(|e| Error::io(&console_path, e))?;
+            builder = builder.with_console_socket(Some(&console_path));
+            Some(listener)
+        } else {
+            None
+        };
+        if !options.interactive && !options.tty {
             let dev_null = fs::File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?;
             builder = builder.with_stdin(dev_null);
         }
-        let pid = builder
-            .as_tenant()
-            .with_container_args(options.args.clone())
-            .with_env(env_map)
-            .with_cwd(Some(if cwd.is_empty() { "/".to_owned() } else { cwd }))
-            .with_user(Some(user.uid))
-            .with_group(Some(user.gid))
-            .with_no_new_privs(true)
-            .with_detach(false)
-            .build()?;
-        loop {
+        let cwd = if cwd.is_empty() { "/".to_owned() } else { cwd };
+        let process_file = dir.path.join(format!("exec-{}.json", &random_id()[..8]));
+        let tenant = if options.tty {
+            // libcontainer takes a terminal only from a full process document,
+            // and then only "detached": the process is still our child to wait on.
+            let process = serde_json::json!({
+                "terminal": true,
+                "user": {"uid": user.uid, "gid": user.gid},
+                "args": options.args,
+                "env": env,
+                "cwd": cwd,
+                "capabilities": {"bounding": DEFAULT_CAPABILITIES, "effective": DEFAULT_CAPABILITIES, "permitted": DEFAULT_CAPABILITIES},
+                "noNewPrivileges": true
+            });
+            state::write_json_atomic(&process_file, &process)?;
+            builder.as_tenant().with_process(Some(&process_file)).with_detach(true)
+        } else {
+            builder
+                .as_tenant()
+                .with_container_args(options.args.clone())
+                .with_env(env_map)
+                .with_cwd(Some(cwd))
+                .with_user(Some(user.uid))
+                .with_group(Some(user.gid))
+                .with_no_new_privs(true)
+                .with_detach(false)
+        };
+        let pid = tenant.build();
+        let _ = fs::remove_file(&process_file);
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(error) => {
+                let _ = fs::remove_file(&console_path);
+                return Err(error.into());
+            }
+        };
+        let relay = match console {
+            Some(listener) => {
+                let _ = fs::remove_file(&console_path);
+                let master = tty::receive_pty_master(&listener)?;
+                if let Some((rows, cols)) = options.console_size {
+                    tty::set_window_size(&master, rows, cols);
+                }
+                Some(tty::relay_terminal(master, options.interactive)?)
+            }
+            None => None,
+        };
+        let code = loop {
             match waitpid(pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                Ok(WaitStatus::Exited(_, code)) => break code,
+                Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
                 Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::io(&dir.path, e.into())),
             }
+        };
+        if let Some(output) = relay {
+            let _ = output.join();
         }
+        Ok(code)
+    }
+
+    /// Connects to a running container's stdin (created with `open_stdin`):
+    /// what is written to the stream reaches the process; shutting down the
+    /// write side closes stdin unless the container has a terminal.
+    pub fn attach_stdin(&self, name_or_id: &str) -> Result<std::os::unix::net::UnixStream> {
+        let container = self.get(name_or_id)?;
+        if !container.config.open_stdin {
+            return Err(Error::Spec(format!("container {} was not created with stdin open (-i)", container.config.name)));
+        }
+        let path = self.dir(&container.config.id).attach_socket();
+        std::os::unix::net::UnixStream::connect(&path).map_err(|e| Error::io(&path, e))
     }
 
     /// Log records from byte `offset` of the container's log; returns them and

@@ -5,6 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,7 +21,7 @@ use serde::Serialize;
 
 use crate::spec::{EtcFiles, build_spec, resolve_user};
 use crate::state::{ContainerConfig, ContainerDir, NetworkMode, Status};
-use crate::{Error, Result, netns};
+use crate::{Error, Result, netns, tty};
 
 /// One line of the JSON-lines log, in Docker's `json-file` format.
 #[derive(Serialize, serde::Deserialize)]
@@ -80,31 +81,68 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
     fs::create_dir_all(&bundle).map_err(|e| Error::io(&bundle, e))?;
     spec.save(bundle.join("config.json")).map_err(|e| Error::Spec(e.to_string()))?;
 
-    let (stdout_r, stdout_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
-    let (stderr_r, stderr_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
-    let dev_null = File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?;
     fs::create_dir_all(runtime_root).map_err(|e| Error::io(runtime_root, e))?;
-    let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
-        .with_root_path(runtime_root)?
-        .with_stdin(dev_null)
-        .with_stdout(stdout_w)
-        .with_stderr(stderr_w)
-        .validate_id()?
-        .as_init(&bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()?;
-    let pid = container.pid().ok_or_else(|| Error::Spec("libcontainer reported no pid".into()))?;
-    if config.network == NetworkMode::None {
-        netns::bring_up_loopback(pid)?;
-    }
+    let attach_path = dir.attach_socket();
+    let _ = fs::remove_file(&attach_path);
+    let attach = if config.open_stdin {
+        Some(UnixListener::bind(&attach_path).map_err(|e| Error::io(&attach_path, e))?)
+    } else {
+        None
+    };
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.log())
         .map_err(|e| Error::io(&dir.log(), e))?;
     let log = Arc::new(Mutex::new(log));
-    let pumps = vec![pump(stdout_r, "stdout", log.clone()), pump(stderr_r, "stderr", log)];
+    let builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux).with_root_path(runtime_root)?;
+    let (mut container, pumps) = if config.tty {
+        // Short, outside the container dir: unix socket paths must fit in 108 bytes.
+        let console_path = std::env::temp_dir().join(format!("gantry-console-{}.sock", &config.id[..12]));
+        let _ = fs::remove_file(&console_path);
+        let console = UnixListener::bind(&console_path).map_err(|e| Error::io(&console_path, e))?;
+        let container = builder
+            .with_console_socket(Some(&console_path))
+            .validate_id()?
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()?;
+        let master = tty::receive_pty_master(&console)?;
+        let _ = fs::remove_file(&console_path);
+        if let Some((rows, cols)) = config.console_size {
+            tty::set_window_size(&master, rows, cols);
+        }
+        if let Some(listener) = attach {
+            let input = master.try_clone().map_err(|e| Error::io(&console_path, e))?;
+            tty::serve_stdin(listener, File::from(input), false);
+        }
+        (container, vec![pump(master, "stdout", log, true)])
+    } else {
+        let (stdout_r, stdout_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
+        let (stderr_r, stderr_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
+        let builder = match attach {
+            Some(listener) => {
+                let (stdin_r, stdin_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
+                tty::serve_stdin(listener, File::from(stdin_w), true);
+                builder.with_stdin(stdin_r)
+            }
+            None => builder.with_stdin(File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?),
+        };
+        let container = builder
+            .with_stdout(stdout_w)
+            .with_stderr(stderr_w)
+            .validate_id()?
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()?;
+        (container, vec![pump(stdout_r, "stdout", log.clone(), false), pump(stderr_r, "stderr", log, false)])
+    };
+    let pid = container.pid().ok_or_else(|| Error::Spec("libcontainer reported no pid".into()))?;
+    if config.network == NetworkMode::None {
+        netns::bring_up_loopback(pid)?;
+    }
     container.start()?;
     let _lock = dir.lock()?;
     let mut state = dir.read_state()?;
@@ -120,8 +158,9 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
     Ok(Launched { pid, pumps })
 }
 
-/// Copies one output stream of the container into the log, a line per record.
-fn pump(reader: OwnedFd, stream: &'static str, log: Arc<Mutex<File>>) -> JoinHandle<()> {
+/// Copies one output stream of the container into the log, a line per record
+/// (on a terminal, whatever each read returns, so prompts show up at once).
+fn pump(reader: OwnedFd, stream: &'static str, log: Arc<Mutex<File>>, unbuffered: bool) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = File::from(reader);
         let mut pending: Vec<u8> = Vec::new();
@@ -136,7 +175,7 @@ fn pump(reader: OwnedFd, stream: &'static str, log: Arc<Mutex<File>>) -> JoinHan
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 write_log_line(&log, stream, &line);
             }
-            if pending.len() >= 16 * 1024 {
+            if unbuffered || pending.len() >= 16 * 1024 {
                 write_log_line(&log, stream, &pending);
                 pending.clear();
             }

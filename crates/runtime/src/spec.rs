@@ -187,7 +187,7 @@ pub(crate) fn build_spec(
         "root": {"path": rootfs, "readonly": config.read_only},
         "hostname": config.hostname,
         "process": {
-            "terminal": false,
+            "terminal": config.tty,
             "user": {"uid": user.uid, "gid": user.gid},
             "args": config.args,
             "env": config.env,
@@ -277,6 +277,9 @@ mod tests {
             network: NetworkMode::None,
             read_only: true,
             auto_remove: false,
+            tty: false,
+            open_stdin: false,
+            console_size: None,
             created: jiff::Timestamp::now(),
         }
     }

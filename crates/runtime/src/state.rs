@@ -79,6 +79,15 @@ pub struct ContainerConfig {
     pub read_only: bool,
     /// Remove the container once it exits (`--rm`).
     pub auto_remove: bool,
+    /// Give the process a pseudo-terminal (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep stdin open for attach clients (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Initial terminal size as (rows, columns).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
     /// Creation time.
     pub created: Timestamp,
 }
@@ -167,6 +176,9 @@ impl ContainerDir {
     }
     pub fn work(&self) -> PathBuf {
         self.path.join("work")
+    }
+    pub fn attach_socket(&self) -> PathBuf {
+        self.path.join("attach.sock")
     }
     pub fn bundle(&self) -> PathBuf {
         self.path.join("bundle")

@@ -88,10 +88,10 @@ pub struct CreateArgs {
     /// Automatically remove the container when it exits.
     #[arg(long)]
     rm: bool,
-    /// Keep STDIN open (not supported yet).
+    /// Keep STDIN open even if not attached.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-TTY (not supported yet).
+    /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     tty: bool,
     /// The image to run.
@@ -148,7 +148,7 @@ pub struct ExecArgs {
     /// Keep STDIN open.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-TTY (not supported yet).
+    /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     tty: bool,
     /// Set environment variables.
@@ -274,12 +274,6 @@ fn for_each(names: &[String], mut action: impl FnMut(&str) -> anyhow::Result<()>
 }
 
 fn create(runtime: &Runtime, global: &GlobalOptions, args: CreateArgs, client_removes: bool) -> anyhow::Result<Container> {
-    if args.tty {
-        bail!("-t/--tty is not supported yet: containers run with their output captured to the log");
-    }
-    if args.interactive {
-        bail!("-i/--interactive is not supported yet for run: container stdin is /dev/null");
-    }
     let network = match args.network.as_str() {
         "none" => NetworkMode::None,
         "host" => NetworkMode::Host,
@@ -319,6 +313,9 @@ fn create(runtime: &Runtime, global: &GlobalOptions, args: CreateArgs, client_re
         network,
         read_only: args.read_only,
         auto_remove: args.rm && !client_removes,
+        tty: args.tty,
+        open_stdin: args.interactive,
+        console_size: args.tty.then(terminal_size).flatten(),
     })?)
 }
 
@@ -339,6 +336,7 @@ fn resolve_image(global: &GlobalOptions, reference: &str) -> anyhow::Result<gant
 
 fn run(runtime: &Runtime, global: &GlobalOptions, args: RunArgs) -> anyhow::Result<()> {
     let auto_remove = args.create.rm;
+    let (interactive, tty) = (args.create.interactive, args.create.tty);
     // In the foreground the CLI removes the container itself, after reading its exit code.
     let container = create(runtime, global, args.create, !args.detach)?;
     let id = container.config.id.clone();
@@ -356,7 +354,18 @@ fn run(runtime: &Runtime, global: &GlobalOptions, args: RunArgs) -> anyhow::Resu
         eprintln!("gantry: Error response from daemon: {error}.");
         std::process::exit(code);
     }
-    let code = follow_output(runtime, &id, 0, None, false)?;
+    // Raw mode only for the attached session; restored before we exit.
+    let raw = (tty && interactive).then(RawTerminal::enter).flatten();
+    if interactive {
+        let mut socket = runtime.attach_stdin(&id)?;
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut socket);
+            let _ = socket.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let code = follow_output(runtime, &id, 0, None, false);
+    drop(raw);
+    let code = code?;
     if auto_remove {
         runtime.remove(&id, true)?;
     }
@@ -420,24 +429,63 @@ fn logs(runtime: &Runtime, args: LogsArgs) -> anyhow::Result<()> {
 }
 
 fn exec(runtime: &Runtime, args: ExecArgs) -> anyhow::Result<()> {
-    if args.tty {
-        bail!("-t/--tty is not supported yet for exec");
-    }
-    let code = runtime
-        .exec(&args.container, ExecOptions {
-            args: args.command,
-            env: args.env,
-            user: args.user,
-            working_dir: args.workdir,
-            interactive: args.interactive,
-        })
-        .map_err(|error| {
-            let code = error.exit_code();
+    let raw = (args.tty && args.interactive).then(RawTerminal::enter).flatten();
+    let result = runtime.exec(&args.container, ExecOptions {
+        args: args.command,
+        env: args.env,
+        user: args.user,
+        working_dir: args.workdir,
+        interactive: args.interactive,
+        tty: args.tty,
+        console_size: args.tty.then(terminal_size).flatten(),
+    });
+    drop(raw);
+    let code = match result {
+        Ok(code) => code,
+        Err(error) => {
             eprintln!("OCI runtime exec failed: {error}");
-            std::process::exit(if code == 125 { 126 } else { code });
-        })
-        .unwrap_or(1);
+            // Docker: 126 when the process cannot be started, 127 when it is not found.
+            match error.exit_code() {
+                125 => 126,
+                code => code,
+            }
+        }
+    };
     std::process::exit(code);
+}
+
+/// The size of the terminal on our stdout, as (rows, columns).
+fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ fills a winsize we own; fd 1 is ours.
+    let mut size: LibcWinsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
+}
+
+type LibcWinsize = nix::libc::winsize;
+
+/// Our terminal in raw mode while attached to a container's terminal, so keys
+/// (Ctrl-C included) go to the container; restores the old mode on drop.
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
 }
 
 fn ps(runtime: &Runtime, args: PsArgs) -> anyhow::Result<()> {
