@@ -178,12 +178,18 @@ fn parse_token_file(text: &[u8], path: &Path) -> Result<HashMap<String, UserInfo
         if record.len() < 3 {
             return Err(format_error(
                 line,
-                format!("expected at least 3 columns (token,user,uid), found {}", record.len()),
+                format!(
+                    "expected at least 3 columns (token,user,uid), found {}",
+                    record.len()
+                ),
             ));
         }
         let (token, name, uid) = (&record[0], &record[1], &record[2]);
         if token.is_empty() || name.is_empty() {
-            return Err(format_error(line, "token and user name must not be empty".into()));
+            return Err(format_error(
+                line,
+                "token and user name must not be empty".into(),
+            ));
         }
         let groups = record
             .get(3)
@@ -209,4 +215,138 @@ fn parse_token_file(text: &[u8], path: &Path) -> Result<HashMap<String, UserInfo
         tokens.insert(token.to_string(), user);
     }
     Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::ClusterPki;
+    use rustls::pki_types::pem::PemObject;
+
+    fn client_cert(user: &str, groups: &[&str]) -> CertificateDer<'static> {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        let (cert, _) = pki.issue_client_certificate(user, groups).unwrap();
+        CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()
+    }
+
+    fn token_file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, contents.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn client_certificate_maps_cn_to_user_and_o_to_groups() {
+        let auth = Authenticator::new(None).unwrap();
+        let cert = client_cert("alice", &["devs", "system:masters"]);
+        let user = auth.authenticate(Some(&[cert]), None).unwrap();
+        assert_eq!(user.name, "alice");
+        assert_eq!(user.uid, None);
+        assert_eq!(user.groups, ["devs", "system:masters", AUTHENTICATED_GROUP]);
+    }
+
+    #[test]
+    fn certificate_takes_precedence_over_token() {
+        let auth = Authenticator::new(None).unwrap();
+        auth.add_token(
+            "tok",
+            UserInfo {
+                name: "bob".into(),
+                uid: None,
+                groups: vec![],
+            },
+        );
+        let cert = client_cert("alice", &[]);
+        let user = auth
+            .authenticate(Some(&[cert]), Some("Bearer tok"))
+            .unwrap();
+        assert_eq!(user.name, "alice");
+    }
+
+    #[test]
+    fn token_file_users_authenticate_with_bearer_tokens() {
+        let file = token_file(
+            "# comment\n\
+             secret1,alice,uid-1,\"devs,ops\"\n\
+             secret2, bob ,uid-2\n\
+             \n\
+             secret3,carol,,admins\n",
+        );
+        let auth = Authenticator::new(Some(file.path())).unwrap();
+        let alice = auth.authenticate(None, Some("Bearer secret1")).unwrap();
+        assert_eq!(
+            alice,
+            UserInfo {
+                name: "alice".into(),
+                uid: Some("uid-1".into()),
+                groups: vec!["devs".into(), "ops".into(), AUTHENTICATED_GROUP.into()],
+            }
+        );
+        let bob = auth.authenticate(None, Some("bearer   secret2")).unwrap();
+        assert_eq!(bob.name, "bob");
+        assert_eq!(bob.groups, [AUTHENTICATED_GROUP]);
+        let carol = auth.authenticate(None, Some("Bearer secret3")).unwrap();
+        assert_eq!(carol.uid, None);
+        assert_eq!(carol.groups, ["admins", AUTHENTICATED_GROUP]);
+    }
+
+    #[test]
+    fn unknown_token_missing_credentials_and_other_schemes_are_rejected() {
+        let file = token_file("secret1,alice,uid-1\n");
+        let auth = Authenticator::new(Some(file.path())).unwrap();
+        for header in [
+            Some("Bearer wrong"),
+            Some("Bearer secret"),
+            Some("Basic secret1"),
+            Some("Bearer "),
+            None,
+        ] {
+            assert!(
+                matches!(
+                    auth.authenticate(None, header),
+                    Err(AuthError::Unauthenticated)
+                ),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn runtime_tokens_authenticate() {
+        let auth = Authenticator::new(None).unwrap();
+        assert!(auth.authenticate(None, Some("Bearer join")).is_err());
+        auth.add_token(
+            "join",
+            UserInfo {
+                name: "system:node:n1".into(),
+                uid: None,
+                groups: vec!["system:nodes".into()],
+            },
+        );
+        let user = auth.authenticate(None, Some("Bearer join")).unwrap();
+        assert_eq!(user.groups, ["system:nodes", AUTHENTICATED_GROUP]);
+    }
+
+    #[test]
+    fn malformed_token_files_are_reported_with_their_line() {
+        let file = token_file("ok,alice,1\nonly-two,columns\n");
+        let error = Authenticator::new(Some(file.path())).unwrap_err();
+        assert!(
+            matches!(error, AuthError::TokenFileFormat { line: 2, .. }),
+            "{error}"
+        );
+        let missing = Authenticator::new(Some(Path::new("/nonexistent/tokens.csv"))).unwrap_err();
+        assert!(matches!(missing, AuthError::TokenFileIo { .. }));
+    }
+
+    #[test]
+    fn duplicate_tokens_keep_the_first_user() {
+        let file = token_file("t,first,1\nt,second,2\n");
+        let auth = Authenticator::new(Some(file.path())).unwrap();
+        assert_eq!(
+            auth.authenticate(None, Some("Bearer t")).unwrap().name,
+            "first"
+        );
+    }
 }

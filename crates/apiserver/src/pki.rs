@@ -29,6 +29,9 @@ const CA_KEY_FILE: &str = "ca.key";
 const SERVING_CERT_FILE: &str = "serving.crt";
 const SERVING_KEY_FILE: &str = "serving.key";
 
+/// X.520 organizationName (2.5.4.10), which Kubernetes reads as a group.
+const ORGANIZATION_OID: [u64; 4] = [2, 5, 4, 10];
+
 /// The CA's common name, in the style of k3s ("k3s-server-ca").
 const CA_COMMON_NAME: &str = "gantry-ca";
 /// How long the CA is valid; it is never rotated automatically, like kubeadm's.
@@ -115,14 +118,13 @@ impl ClusterPki {
             path: dir.join(CA_KEY_FILE),
             reason: e.to_string(),
         })?;
-        let ca_cert_der =
-            CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(|e| {
-                PkiError::Invalid {
-                    what: "CA certificate",
-                    path: dir.join(CA_CERT_FILE),
-                    reason: e.to_string(),
-                }
-            })?;
+        let ca_cert_der = CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(|e| {
+            PkiError::Invalid {
+                what: "CA certificate",
+                path: dir.join(CA_CERT_FILE),
+                reason: e.to_string(),
+            }
+        })?;
         let ca_issuer = Issuer::from_ca_cert_der(&ca_cert_der, ca_key)?;
 
         let wanted_sans = serving_sans(dns_names, ips);
@@ -172,13 +174,28 @@ impl ClusterPki {
         if user.is_empty() {
             return Err(PkiError::Subject("the user name is empty".into()));
         }
+        if groups.iter().any(|g| g.is_empty()) {
+            return Err(PkiError::Subject(format!(
+                "empty group name for user {user}"
+            )));
+        }
+        // rcgen keys subject attributes by type, so the second O goes in under the same OID
+        // spelled as a custom type; a third cannot be expressed and is refused, not dropped.
+        let organization_types = [
+            DnType::OrganizationName,
+            DnType::CustomDnType(ORGANIZATION_OID.to_vec()),
+        ];
+        if groups.len() > organization_types.len() {
+            return Err(PkiError::Subject(format!(
+                "at most {} groups fit in a client certificate, {} given",
+                organization_types.len(),
+                groups.len()
+            )));
+        }
         let mut params = leaf_params(Vec::new())?;
         params.distinguished_name.push(DnType::CommonName, user);
-        for group in groups {
-            if group.is_empty() {
-                return Err(PkiError::Subject(format!("empty group name for user {user}")));
-            }
-            params.distinguished_name.push(DnType::OrganizationName, *group);
+        for (dn_type, group) in organization_types.into_iter().zip(groups) {
+            params.distinguished_name.push(dn_type, *group);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -213,10 +230,11 @@ impl ClusterPki {
         roots
             .add(self.ca_cert_der.clone())
             .map_err(|e| PkiError::Tls(e.to_string()))?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| PkiError::Tls(e.to_string()))?;
         let chain = CertificateDer::pem_slice_iter(self.serving_cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PkiError::Tls(format!("serving certificate: {e}")))?;
@@ -245,7 +263,10 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, String, bool), PkiError> {
             params.distinguished_name = rcgen::DistinguishedName::new();
             params.distinguished_name.push(
                 DnType::CommonName,
-                format!("{CA_COMMON_NAME}@{}", OffsetDateTime::now_utc().unix_timestamp()),
+                format!(
+                    "{CA_COMMON_NAME}@{}",
+                    OffsetDateTime::now_utc().unix_timestamp()
+                ),
             );
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![
@@ -285,7 +306,12 @@ fn serving_sans(dns_names: &[String], ips: &[IpAddr]) -> BTreeSet<String> {
     if let Some(host) = hostname() {
         sans.insert(host);
     }
-    sans.extend(dns_names.iter().filter(|n| !n.is_empty()).map(|n| n.to_ascii_lowercase()));
+    sans.extend(
+        dns_names
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| n.to_ascii_lowercase()),
+    );
     sans.insert(IpAddr::V4(Ipv4Addr::LOCALHOST).to_string());
     sans.insert(IpAddr::V6(Ipv6Addr::LOCALHOST).to_string());
     sans.extend(ips.iter().map(IpAddr::to_string));
@@ -303,7 +329,9 @@ fn issue_serving_certificate(
     sans: &BTreeSet<String>,
 ) -> Result<(String, String), PkiError> {
     let mut params = leaf_params(sans.iter().cloned().collect())?;
-    params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = params.signed_by(&key, ca)?;
@@ -420,8 +448,9 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 
 /// The subset of the kubeconfig (clientcmd v1) schema Gantry writes.
 #[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")] // clientcmd mixes apiVersion with kebab-case keys
 struct Kubeconfig {
+    #[serde(rename = "apiVersion")]
     api_version: &'static str,
     kind: &'static str,
     clusters: Vec<Named<ClusterEntry>>,
@@ -510,5 +539,179 @@ impl Kubeconfig {
             current_context: KUBECONFIG_NAME,
             preferences: Default::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn parse_sans(pem: &str) -> BTreeSet<String> {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        certificate_sans(&cert).unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn ca_and_serving_certificate_are_persisted_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        let second = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        assert_eq!(first.ca_pem(), second.ca_pem());
+        assert_eq!(first.serving_cert_pem, second.serving_cert_pem);
+        assert_eq!(mode(&dir.path().join(CA_KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(SERVING_KEY_FILE)), 0o600);
+        assert!(first.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn serving_certificate_carries_the_standard_and_requested_sans() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let pki =
+            ClusterPki::load_or_create(dir.path(), &["api.example.com".into()], &[ip]).unwrap();
+        let sans = parse_sans(&pki.serving_cert_pem);
+        for name in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "api.example.com",
+            "10.1.2.3",
+        ] {
+            assert!(sans.contains(name), "{name} missing from {sans:?}");
+        }
+        if let Some(host) = hostname() {
+            assert!(sans.contains(&host));
+        }
+    }
+
+    #[test]
+    fn changed_sans_reissue_the_serving_certificate_but_keep_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        let after =
+            ClusterPki::load_or_create(dir.path(), &["new.example.com".into()], &[]).unwrap();
+        assert_eq!(before.ca_pem(), after.ca_pem());
+        assert_ne!(before.serving_cert_pem, after.serving_cert_pem);
+        assert!(parse_sans(&after.serving_cert_pem).contains("new.example.com"));
+    }
+
+    #[test]
+    fn half_a_ca_is_an_error_not_a_silent_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        fs::remove_file(dir.path().join(CA_KEY_FILE)).unwrap();
+        let error = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap_err();
+        assert!(
+            matches!(error, PkiError::Invalid { what: "CA key", .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn client_certificate_has_user_as_cn_and_groups_as_o() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        let (cert_pem, key_pem) = pki
+            .issue_client_certificate("system:node:n1", &["system:nodes", "extra"])
+            .unwrap();
+        assert!(key_pem.contains("PRIVATE KEY"));
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let o: Vec<_> = cert
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(cn, ["system:node:n1"]);
+        assert_eq!(o, ["system:nodes", "extra"]);
+        let ca_der = CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        cert.verify_signature(Some(ca.public_key())).unwrap();
+    }
+
+    #[test]
+    fn more_groups_than_a_certificate_can_hold_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        let error = pki
+            .issue_client_certificate("u", &["a", "b", "c"])
+            .unwrap_err();
+        assert!(matches!(error, PkiError::Subject(_)), "{error}");
+        assert!(pki.issue_client_certificate("", &[]).is_err());
+    }
+
+    #[test]
+    fn kubeconfig_has_cluster_context_user_and_embedded_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::load_or_create(&dir.path().join("pki"), &[], &[]).unwrap();
+        let path = dir.path().join("kube/config");
+        pki.write_kubeconfig(
+            &path,
+            "https://127.0.0.1:6443",
+            "admin",
+            &["system:masters"],
+        )
+        .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let config: serde_yaml::Value =
+            serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(config["apiVersion"], "v1");
+        assert_eq!(config["kind"], "Config");
+        assert_eq!(config["current-context"], "gantry");
+        let cluster = &config["clusters"][0];
+        assert_eq!(cluster["name"], "gantry");
+        assert_eq!(cluster["cluster"]["server"], "https://127.0.0.1:6443");
+        let ca = BASE64
+            .decode(
+                cluster["cluster"]["certificate-authority-data"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(ca, pki.ca_pem().as_bytes());
+        let context = &config["contexts"][0];
+        assert_eq!(context["name"], "gantry");
+        assert_eq!(context["context"]["cluster"], "gantry");
+        assert_eq!(context["context"]["user"], "admin");
+        let user = &config["users"][0];
+        assert_eq!(user["name"], "admin");
+        let cert = BASE64
+            .decode(user["user"]["client-certificate-data"].as_str().unwrap())
+            .unwrap();
+        let key = BASE64
+            .decode(user["user"]["client-key-data"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            String::from_utf8(cert)
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+        assert!(String::from_utf8(key).unwrap().contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn server_tls_config_offers_h2_and_http1() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::load_or_create(dir.path(), &[], &[]).unwrap();
+        let config = pki.server_tls_config().unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
     }
 }
