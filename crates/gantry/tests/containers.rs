@@ -34,7 +34,11 @@ impl Gantry {
     /// Runs a command that must succeed; returns its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.cmd(args);
-        assert!(out.status.success(), "gantry {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gantry {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -83,29 +87,53 @@ fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool
 fn container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
     let g = Gantry::new();
     let out = g.ok(&[
-        "run", "--rm", "--hostname", "boxy", BUSYBOX_TAG, "sh", "-c",
+        "run",
+        "--rm",
+        "--hostname",
+        "boxy",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
         "tr '\\0' ' ' < /proc/1/cmdline; echo; hostname; ls /proc | grep -c '^[0-9]'",
     ]);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0].trim(), "sh -c tr '\\0' ' ' < /proc/1/cmdline; echo; hostname; ls /proc | grep -c '^[0-9]'");
+    assert_eq!(
+        lines[0].trim(),
+        "sh -c tr '\\0' ' ' < /proc/1/cmdline; echo; hostname; ls /proc | grep -c '^[0-9]'"
+    );
     assert_eq!(lines[1], "boxy");
     // sh, ls and grep at most: none of the host's processes.
     let visible: u32 = lines[2].parse().unwrap();
     assert!(visible <= 3, "container sees {visible} processes");
-    assert!(g.ok(&["ps", "-aq"]).is_empty(), "--rm left the container behind");
+    assert!(
+        g.ok(&["ps", "-aq"]).is_empty(),
+        "--rm left the container behind"
+    );
 }
 
 #[test]
 fn exit_codes_propagate_and_missing_programs_fail_like_docker() {
     let g = Gantry::new();
-    assert_eq!(g.cmd(&["run", "--name", "three", BUSYBOX_TAG, "sh", "-c", "exit 3"]).status.code(), Some(3));
+    assert_eq!(
+        g.cmd(&["run", "--name", "three", BUSYBOX_TAG, "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
     assert_eq!(g.inspect("three")["State"]["ExitCode"], 3);
     let ps = g.ok(&["ps", "-a"]);
     assert!(ps.starts_with("CONTAINER ID   IMAGE"), "{ps}");
-    assert!(ps.lines().any(|l| l.contains("Exited (3)") && l.ends_with("three")), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.contains("Exited (3)") && l.ends_with("three")),
+        "{ps}"
+    );
     let missing = g.cmd(&["run", "--rm", BUSYBOX_TAG, "nosuchprogram"]);
     assert_eq!(missing.status.code(), Some(127));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("exec: \"nosuchprogram\": executable file not found in $PATH"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("exec: \"nosuchprogram\": executable file not found in $PATH")
+    );
     let bad = g.cmd(&["run", "--memory", "lots", BUSYBOX_TAG, "true"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid size"));
@@ -114,18 +142,43 @@ fn exit_codes_propagate_and_missing_programs_fail_like_docker() {
 #[test]
 fn writes_land_in_the_upper_layer_and_mounts_do_not_leak() {
     let g = Gantry::new();
-    g.ok(&["run", "--name", "w", BUSYBOX_TAG, "sh", "-c", "echo data > /newfile && rm /etc/group"]);
+    g.ok(&[
+        "run",
+        "--name",
+        "w",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
+        "echo data > /newfile && rm /etc/group",
+    ]);
     let info = g.inspect("w");
     let upper = PathBuf::from(info["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap());
-    assert_eq!(std::fs::read_to_string(upper.join("newfile")).unwrap(), "data\n");
-    for lower in info["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap().split(':') {
-        assert!(!Path::new(lower).join("newfile").exists(), "write reached the image layer {lower}");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("newfile")).unwrap(),
+        "data\n"
+    );
+    for lower in info["GraphDriver"]["Data"]["LowerDir"]
+        .as_str()
+        .unwrap()
+        .split(':')
+    {
+        assert!(
+            !Path::new(lower).join("newfile").exists(),
+            "write reached the image layer {lower}"
+        );
         // The image still has its file; the container's deletion is a whiteout.
         assert!(Path::new(lower).join("etc/group").exists());
     }
-    assert!(g.mounts_under_root().is_empty(), "leaked: {:?}", g.mounts_under_root());
+    assert!(
+        g.mounts_under_root().is_empty(),
+        "leaked: {:?}",
+        g.mounts_under_root()
+    );
     let id = info["Id"].as_str().unwrap().to_owned();
-    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/gantry/{id}")).exists(), "cgroup left behind");
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/gantry/{id}")).exists(),
+        "cgroup left behind"
+    );
     g.ok(&["rm", "w"]);
     assert!(!upper.exists());
 }
@@ -133,7 +186,17 @@ fn writes_land_in_the_upper_layer_and_mounts_do_not_leak() {
 #[test]
 fn memory_limit_oom_kills_the_container() {
     let g = Gantry::new();
-    let out = g.cmd(&["run", "--name", "hog", "--memory", "10m", BUSYBOX_TAG, "sh", "-c", "x=$(yes | head -c 200000000); echo survived"]);
+    let out = g.cmd(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "10m",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
+        "x=$(yes | head -c 200000000); echo survived",
+    ]);
     assert_eq!(out.status.code(), Some(137));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
     let state = &g.inspect("hog")["State"];
@@ -146,25 +209,51 @@ fn memory_limit_oom_kills_the_container() {
 fn pids_limit_stops_a_fork_bomb() {
     let g = Gantry::new();
     let out = g.cmd(&[
-        "run", "--rm", "--pids-limit", "10", BUSYBOX_TAG, "sh", "-c",
+        "run",
+        "--rm",
+        "--pids-limit",
+        "10",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
         "i=0; while [ $i -lt 30 ]; do sleep 30 & i=$((i+1)); done; echo spawned",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("can't fork"), "fork bomb was not stopped: {stderr}");
+    assert!(
+        stderr.contains("can't fork"),
+        "fork bomb was not stopped: {stderr}"
+    );
 }
 
 #[test]
 fn exec_shares_the_filesystem_and_reports_exit_codes() {
     let g = Gantry::new();
-    g.ok(&["run", "-d", "--name", "svc", BUSYBOX_TAG, "sh", "-c", "echo from-run > /shared; sleep 1000"]);
+    g.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
+        "echo from-run > /shared; sleep 1000",
+    ]);
     let seen = g.ok(&["exec", "svc", "sh", "-c", "while [ ! -f /shared ]; do sleep 0.05; done; cat /shared; echo x > /from-exec; cat /proc/1/cmdline | tr '\\0' ' '"]);
     // busybox sh execs its last command, so PID 1 is the container's sleep.
     assert_eq!(seen, "from-run\nsleep 1000 ", "{seen}");
-    assert_eq!(std::fs::read_to_string(g.container_dir("svc").join("upper/from-exec")).unwrap(), "x\n");
-    assert_eq!(g.cmd(&["exec", "svc", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(
+        std::fs::read_to_string(g.container_dir("svc").join("upper/from-exec")).unwrap(),
+        "x\n"
+    );
+    assert_eq!(
+        g.cmd(&["exec", "svc", "sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
     let missing = g.cmd(&["exec", "svc", "nope"]);
     assert_eq!(missing.status.code(), Some(127));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("executable file not found in $PATH"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("executable file not found in $PATH")
+    );
     assert_eq!(g.inspect("svc")["State"]["Running"], true);
     g.ok(&["rm", "-f", "svc"]);
     assert!(g.cmd(&["inspect", "svc"]).status.code() != Some(0));
@@ -174,7 +263,16 @@ fn exec_shares_the_filesystem_and_reports_exit_codes() {
 #[test]
 fn logs_outlive_the_cli_with_tail_and_timestamps() {
     let g = Gantry::new();
-    g.ok(&["run", "-d", "--name", "talker", BUSYBOX_TAG, "sh", "-c", "echo one; echo two; echo oops >&2"]);
+    g.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
+        "echo one; echo two; echo oops >&2",
+    ]);
     assert_eq!(g.ok(&["wait", "talker"]).trim(), "0");
     let all = g.cmd(&["logs", "talker"]);
     assert_eq!(String::from_utf8_lossy(&all.stdout), "one\ntwo\n");
@@ -192,17 +290,44 @@ fn logs_outlive_the_cli_with_tail_and_timestamps() {
 #[test]
 fn stop_waits_the_grace_period_then_kills() {
     let g = Gantry::new();
-    g.ok(&["run", "-d", "--name", "polite", BUSYBOX_TAG, "sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done"]);
-    g.ok(&["run", "-d", "--name", "stubborn", BUSYBOX_TAG, "sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"]);
+    g.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    g.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
     for name in ["polite", "stubborn"] {
-        wait_until("the trap is installed", Duration::from_secs(10), || g.ok(&["logs", name]).contains("ready"));
+        wait_until("the trap is installed", Duration::from_secs(10), || {
+            g.ok(&["logs", name]).contains("ready")
+        });
     }
     g.ok(&["stop", "-t", "30", "polite"]);
-    assert_eq!(g.inspect("polite")["State"]["ExitCode"], 0, "SIGTERM was not delivered");
+    assert_eq!(
+        g.inspect("polite")["State"]["ExitCode"],
+        0,
+        "SIGTERM was not delivered"
+    );
     assert!(g.ok(&["logs", "polite"]).contains("bye"));
     let started = Instant::now();
     g.ok(&["stop", "-t", "1", "stubborn"]);
-    assert!(started.elapsed() >= Duration::from_secs(1), "killed before the grace period");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "killed before the grace period"
+    );
     let state = &g.inspect("stubborn")["State"];
     assert_eq!(state["ExitCode"], 137);
     assert_eq!(state["Status"], "exited");
@@ -212,8 +337,19 @@ fn stop_waits_the_grace_period_then_kills() {
 #[test]
 fn kill_sends_the_requested_signal() {
     let g = Gantry::new();
-    g.ok(&["run", "-d", "--name", "k", BUSYBOX_TAG, "sh", "-c", "trap 'exit 42' USR1; echo ready; while true; do sleep 0.1; done"]);
-    wait_until("the trap is installed", Duration::from_secs(10), || g.ok(&["logs", "k"]).contains("ready"));
+    g.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "k",
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
+        "trap 'exit 42' USR1; echo ready; while true; do sleep 0.1; done",
+    ]);
+    wait_until("the trap is installed", Duration::from_secs(10), || {
+        g.ok(&["logs", "k"]).contains("ready")
+    });
     g.ok(&["kill", "-s", "USR1", "k"]);
     assert_eq!(g.ok(&["wait", "k"]).trim(), "42");
 }
@@ -221,11 +357,39 @@ fn kill_sends_the_requested_signal() {
 #[test]
 fn network_none_has_only_loopback_and_host_shares_the_hosts() {
     let g = Gantry::new();
-    assert_eq!(g.ok(&["run", "--rm", "--network", "none", BUSYBOX_TAG, "ls", "/sys/class/net"]), "lo\n");
-    let up = g.ok(&["run", "--rm", BUSYBOX_TAG, "cat", "/sys/class/net/lo/operstate"]);
+    assert_eq!(
+        g.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            BUSYBOX_TAG,
+            "ls",
+            "/sys/class/net"
+        ]),
+        "lo\n"
+    );
+    let up = g.ok(&[
+        "run",
+        "--rm",
+        BUSYBOX_TAG,
+        "cat",
+        "/sys/class/net/lo/operstate",
+    ]);
     assert!(up == "unknown\n" || up == "up\n", "{up}");
-    let host: Vec<String> = std::fs::read_dir("/sys/class/net").unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    let inside = g.ok(&["run", "--rm", "--network", "host", BUSYBOX_TAG, "ls", "/sys/class/net"]);
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let inside = g.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        BUSYBOX_TAG,
+        "ls",
+        "/sys/class/net",
+    ]);
     assert_eq!(inside.lines().count(), host.len());
 }
 
@@ -236,7 +400,19 @@ fn options_reach_the_process() {
     std::fs::write(data.path().join("in.txt"), "hostdata").unwrap();
     let volume = format!("{}:/data:ro", data.path().display());
     let out = g.ok(&[
-        "run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "--user", "nobody", "-v", &volume, BUSYBOX_TAG, "sh", "-c",
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "--user",
+        "nobody",
+        "-v",
+        &volume,
+        BUSYBOX_TAG,
+        "sh",
+        "-c",
         "echo $GREETING; pwd; id -u; cat /data/in.txt; echo; touch /data/x 2>/dev/null || echo ro",
     ]);
     assert_eq!(out, "hi\n/tmp\n65534\nhostdata\nro\n");
@@ -259,22 +435,53 @@ fn rmi_refuses_an_image_a_container_uses() {
 #[test]
 fn a_dead_monitor_leaves_no_process_mount_or_cgroup() {
     let g = Gantry::new();
-    g.ok(&["run", "-d", "--name", "orphan", BUSYBOX_TAG, "sleep", "1000"]);
+    g.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "orphan",
+        BUSYBOX_TAG,
+        "sleep",
+        "1000",
+    ]);
     let dir = g.container_dir("orphan");
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
     let shim = state["shim_pid"].as_i64().unwrap() as i32;
     let init = g.inspect("orphan")["State"]["Pid"].as_i64().unwrap() as i32;
     let id = dir.file_name().unwrap().to_str().unwrap().to_owned();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL).unwrap();
-    wait_until("the monitor is gone", Duration::from_secs(10), || !Path::new(&format!("/proc/{shim}")).exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the monitor is gone", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{shim}")).exists()
+    });
     // The next command notices, and cleans up what the monitor owned.
     let ps = g.ok(&["ps", "-a"]);
-    assert!(ps.lines().any(|l| l.contains("Exited (255)") && l.ends_with("orphan")), "{ps}");
-    wait_until("the container's process is gone", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{init}/stat")).map_or(true, |s| s.contains(") Z"))
-    });
-    assert!(g.mounts_under_root().is_empty(), "leaked: {:?}", g.mounts_under_root());
-    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/gantry/{id}")).exists(), "cgroup left behind");
+    assert!(
+        ps.lines()
+            .any(|l| l.contains("Exited (255)") && l.ends_with("orphan")),
+        "{ps}"
+    );
+    wait_until(
+        "the container's process is gone",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{init}/stat"))
+                .map_or(true, |s| s.contains(") Z"))
+        },
+    );
+    assert!(
+        g.mounts_under_root().is_empty(),
+        "leaked: {:?}",
+        g.mounts_under_root()
+    );
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/gantry/{id}")).exists(),
+        "cgroup left behind"
+    );
 }
 
 #[test]
@@ -293,20 +500,112 @@ fn stdin_and_terminals_reach_the_container() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     // -i: stdin reaches the process and its end closes the process's stdin.
-    let cat = with_stdin(&["run", "--rm", "-i", BUSYBOX_TAG, "cat"], "through stdin\n");
+    let cat = with_stdin(
+        &["run", "--rm", "-i", BUSYBOX_TAG, "cat"],
+        "through stdin\n",
+    );
     assert_eq!(String::from_utf8_lossy(&cat.stdout), "through stdin\n");
     // -t: the process runs on a terminal (a pty turns \n into \r\n).
-    assert_eq!(g.ok(&["run", "--rm", "-t", BUSYBOX_TAG, "tty"]), "/dev/pts/0\r\n");
+    assert_eq!(
+        g.ok(&["run", "--rm", "-t", BUSYBOX_TAG, "tty"]),
+        "/dev/pts/0\r\n"
+    );
     // -it: a shell reads commands from the terminal and exits with its code.
-    let shell = with_stdin(&["run", "--rm", "-it", BUSYBOX_TAG, "sh"], "echo typed-$((6*7))\nexit 5\n");
+    let shell = with_stdin(
+        &["run", "--rm", "-it", BUSYBOX_TAG, "sh"],
+        "echo typed-$((6*7))\nexit 5\n",
+    );
     assert_eq!(shell.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&shell.stdout).contains("typed-42"));
     g.ok(&["run", "-d", "--name", "bg", BUSYBOX_TAG, "sleep", "1000"]);
     assert_eq!(g.ok(&["exec", "-t", "bg", "tty"]), "/dev/pts/0\r\n");
     let exec = with_stdin(&["exec", "-i", "bg", "cat"], "into exec\n");
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "into exec\n");
+}
+
+#[test]
+fn signals_to_the_attached_cli_reach_the_container() {
+    let g = Gantry::new();
+    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("--root")
+        .arg(g.root.path())
+        .args([
+            "run",
+            "--name",
+            "fg",
+            BUSYBOX_TAG,
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 9' INT; echo ready; while true; do sleep 0.1; done",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the trap is installed", Duration::from_secs(10), || {
+        g.cmd(&["logs", "fg"]).stdout.starts_with(b"ready")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(9));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\ngot-int\n");
+}
+
+#[test]
+fn cpu_limits_land_in_the_cgroup() {
+    let g = Gantry::new();
+    g.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cpu",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        BUSYBOX_TAG,
+        "sleep",
+        "1000",
+    ]);
+    let id = g.inspect("cpu")["Id"].as_str().unwrap().to_owned();
+    let v1 = PathBuf::from(format!("/sys/fs/cgroup/cpu/gantry/{id}"));
+    if v1.exists() {
+        assert_eq!(
+            std::fs::read_to_string(v1.join("cpu.cfs_quota_us"))
+                .unwrap()
+                .trim(),
+            "50000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(v1.join("cpu.cfs_period_us"))
+                .unwrap()
+                .trim(),
+            "100000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(v1.join("cpu.shares"))
+                .unwrap()
+                .trim(),
+            "512"
+        );
+    } else {
+        let max = std::fs::read_to_string(format!("/sys/fs/cgroup/gantry/{id}/cpu.max")).unwrap();
+        assert_eq!(max.trim(), "50000 100000");
+    }
+    assert_eq!(g.inspect("cpu")["HostConfig"]["NanoCpus"], 500_000_000);
+    let bad = g.cmd(&["run", "--cpus", "99", BUSYBOX_TAG, "true"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("range of CPUs"));
 }

@@ -32,8 +32,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-pub use spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, ProcessUser, READONLY_PATHS, SECCOMP_DENIED_SYSCALLS, resolve_user};
-pub use state::{BindMount, Container, ContainerConfig, ContainerState, NetworkMode, Resources, Status};
+pub use spec::{
+    DEFAULT_CAPABILITIES, MASKED_PATHS, ProcessUser, READONLY_PATHS, SECCOMP_DENIED_SYSCALLS,
+    resolve_user,
+};
+pub use state::{
+    BindMount, Container, ContainerConfig, ContainerState, NetworkMode, Resources, Status,
+};
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,7 +59,9 @@ pub enum Error {
     #[error("multiple containers match {0}: use more of the ID")]
     Ambiguous(String),
     /// The name is taken.
-    #[error("Conflict. The container name \"/{0}\" is already in use by container \"{1}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    #[error(
+        "Conflict. The container name \"/{0}\" is already in use by container \"{1}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
     NameInUse(String, String),
     /// Neither the image nor the options give a command.
     #[error("no command specified")]
@@ -66,7 +73,9 @@ pub enum Error {
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UnknownUser(String),
     /// The container is running and the operation needs it stopped.
-    #[error("cannot remove container {0}: container is running: stop the container before removing or force remove")]
+    #[error(
+        "cannot remove container {0}: container is running: stop the container before removing or force remove"
+    )]
     Running(String),
     /// The operation needs a running container.
     #[error("container {0} is not running")]
@@ -206,7 +215,10 @@ impl Runtime {
     pub fn open(root: &Path, shim: ShimCommand) -> Result<Runtime> {
         let containers = root.join("containers");
         fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
-        Ok(Runtime { root: root.to_owned(), shim })
+        Ok(Runtime {
+            root: root.to_owned(),
+            shim,
+        })
     }
 
     fn dir(&self, id: &str) -> state::ContainerDir {
@@ -230,7 +242,11 @@ impl Runtime {
             Some(entrypoint) => (entrypoint.clone(), options.cmd.clone()),
             None => (
                 image_config.entrypoint().clone().unwrap_or_default(),
-                if options.cmd.is_empty() { image_config.cmd().clone().unwrap_or_default() } else { options.cmd.clone() },
+                if options.cmd.is_empty() {
+                    image_config.cmd().clone().unwrap_or_default()
+                } else {
+                    options.cmd.clone()
+                },
             ),
         };
         let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
@@ -238,16 +254,28 @@ impl Runtime {
             return Err(Error::NoCommand);
         }
         let config = ContainerConfig {
-            hostname: options.hostname.clone().unwrap_or_else(|| id[..12].to_owned()),
+            hostname: options
+                .hostname
+                .clone()
+                .unwrap_or_else(|| id[..12].to_owned()),
             id,
             name,
             image: options.image,
             image_id: options.image_id,
             lowerdirs: options.lowerdirs,
             args,
-            env: merge_env(image_config.env().as_deref().unwrap_or_default(), &options.env),
-            working_dir: options.working_dir.or_else(|| image_config.working_dir().clone()).unwrap_or_default(),
-            user: options.user.or_else(|| image_config.user().clone()).unwrap_or_default(),
+            env: merge_env(
+                image_config.env().as_deref().unwrap_or_default(),
+                &options.env,
+            ),
+            working_dir: options
+                .working_dir
+                .or_else(|| image_config.working_dir().clone())
+                .unwrap_or_default(),
+            user: options
+                .user
+                .or_else(|| image_config.user().clone())
+                .unwrap_or_default(),
             mounts: options.mounts,
             resources: options.resources,
             network: options.network,
@@ -278,24 +306,47 @@ impl Runtime {
             if state.status == Status::Running || state.shim_pid.is_some_and(process_alive) {
                 return Err(Error::AlreadyRunning(container.config.name));
             }
-            let shim_log = fs::File::create(dir.path.join("shim.log")).map_err(|e| Error::io(&dir.path, e))?;
+            let shim_log =
+                fs::File::create(dir.path.join("shim.log")).map_err(|e| Error::io(&dir.path, e))?;
             let mut command = Command::new(&self.shim.program);
-            command.args(&self.shim.args).arg(&id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(shim_log);
-            // SAFETY: setsid is async-signal-safe; the shim leaves our session so
-            // terminal hangups and the CLI's exit do not reach it.
+            command
+                .args(&self.shim.args)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(shim_log);
+            // SAFETY: setsid and sigprocmask are async-signal-safe. The shim leaves
+            // our session so terminal hangups and the CLI's exit do not reach it,
+            // and starts with no signals blocked whatever the caller blocks (the
+            // container inherits the shim's mask).
             unsafe {
-                command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+                command.pre_exec(|| {
+                    nix::unistd::setsid()?;
+                    nix::sys::signal::sigprocmask(
+                        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                        Some(&nix::sys::signal::SigSet::empty()),
+                        None,
+                    )?;
+                    Ok(())
+                });
             }
-            let mut child = command.spawn().map_err(|e| Error::io(&self.shim.program, e))?;
+            let mut child = command
+                .spawn()
+                .map_err(|e| Error::io(&self.shim.program, e))?;
             state = ContainerState::created();
             state.shim_pid = Some(child.id() as i32);
             dir.write_state(&state)?;
             // Reap the shim when it ends so it never lingers as our zombie.
             std::thread::spawn(move || child.wait());
         }
-        let started = self.wait_for(&id, Duration::from_secs(60), |s| s.status != Status::Created)?;
+        let started = self.wait_for(&id, Duration::from_secs(60), |s| {
+            s.status != Status::Created
+        })?;
         match &started.state.error {
-            Some(message) => Err(Error::StartFailed(message.clone(), started.state.exit_code.unwrap_or(125))),
+            Some(message) => Err(Error::StartFailed(
+                message.clone(),
+                started.state.exit_code.unwrap_or(125),
+            )),
             None => Ok(started),
         }
     }
@@ -312,10 +363,17 @@ impl Runtime {
         let ids = self.ids()?;
         let id = if ids.iter().any(|id| id == name_or_id) {
             name_or_id.to_owned()
-        } else if let Some(id) = ids.iter().find(|id| self.dir(id).read_config().is_ok_and(|c| c.name == name_or_id)) {
+        } else if let Some(id) = ids.iter().find(|id| {
+            self.dir(id)
+                .read_config()
+                .is_ok_and(|c| c.name == name_or_id)
+        }) {
             id.clone()
         } else {
-            let matches: Vec<&String> = ids.iter().filter(|id| !name_or_id.is_empty() && id.starts_with(name_or_id)).collect();
+            let matches: Vec<&String> = ids
+                .iter()
+                .filter(|id| !name_or_id.is_empty() && id.starts_with(name_or_id))
+                .collect();
             match matches.as_slice() {
                 [one] => (*one).clone(),
                 [] => return Err(Error::NotFound(name_or_id.to_owned())),
@@ -323,7 +381,9 @@ impl Runtime {
             }
         };
         self.load(&id).map_err(|e| match e {
-            Error::Io(_, ref io) if io.kind() == std::io::ErrorKind::NotFound => Error::NotFound(name_or_id.to_owned()),
+            Error::Io(_, ref io) if io.kind() == std::io::ErrorKind::NotFound => {
+                Error::NotFound(name_or_id.to_owned())
+            }
             other => other,
         })
     }
@@ -332,11 +392,14 @@ impl Runtime {
         let dir = self.dir(id);
         let config = dir.read_config()?;
         let mut state = dir.read_state()?;
-        let monitor_lost = state.status != Status::Exited && state.shim_pid.is_some_and(|pid| !process_alive(pid));
+        let monitor_lost =
+            state.status != Status::Exited && state.shim_pid.is_some_and(|pid| !process_alive(pid));
         if monitor_lost {
             let _lock = dir.lock()?;
             state = dir.read_state()?;
-            if state.status != Status::Exited && state.shim_pid.is_some_and(|pid| !process_alive(pid)) {
+            if state.status != Status::Exited
+                && state.shim_pid.is_some_and(|pid| !process_alive(pid))
+            {
                 self.release(&dir, id);
                 state.status = Status::Exited;
                 state.exit_code.get_or_insert(255);
@@ -365,12 +428,19 @@ impl Runtime {
     fn ids(&self) -> Result<Vec<String>> {
         let containers = self.root.join("containers");
         let entries = fs::read_dir(&containers).map_err(|e| Error::io(&containers, e))?;
-        Ok(entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect())
     }
 
     /// Every container, newest first.
     pub fn list(&self) -> Result<Vec<Container>> {
-        let mut all: Vec<Container> = self.ids()?.iter().filter_map(|id| self.load(id).ok()).collect();
+        let mut all: Vec<Container> = self
+            .ids()?
+            .iter()
+            .filter_map(|id| self.load(id).ok())
+            .collect();
         all.sort_by(|a, b| b.config.created.cmp(&a.config.created));
         Ok(all)
     }
@@ -378,7 +448,11 @@ impl Runtime {
     /// Whether any container (running or not) was made from `image_id`, so the
     /// image store can refuse to delete it.
     pub fn uses_image(&self, image_id: &str) -> bool {
-        self.ids().unwrap_or_default().iter().any(|id| self.dir(id).read_config().is_ok_and(|c| c.image_id == image_id))
+        self.ids().unwrap_or_default().iter().any(|id| {
+            self.dir(id)
+                .read_config()
+                .is_ok_and(|c| c.image_id == image_id)
+        })
     }
 
     /// Sends `signal` to the container's init process.
@@ -388,7 +462,9 @@ impl Runtime {
         let _lock = dir.lock()?;
         let state = dir.read_state()?;
         match (state.status, state.pid) {
-            (Status::Running, Some(pid)) => kill(Pid::from_raw(pid), signal).map_err(|e| Error::io(&dir.path, e.into())),
+            (Status::Running, Some(pid)) => {
+                kill(Pid::from_raw(pid), signal).map_err(|e| Error::io(&dir.path, e.into()))
+            }
             _ => Err(Error::NotRunning(container.config.name)),
         }
     }
@@ -419,13 +495,20 @@ impl Runtime {
         self.wait_for(&id, Duration::MAX, |s| s.status == Status::Exited)
     }
 
-    fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&ContainerState) -> bool) -> Result<Container> {
+    fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&ContainerState) -> bool,
+    ) -> Result<Container> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
             let container = match self.load(id) {
                 Ok(container) => container,
                 // An --rm container vanishes once it exits.
-                Err(Error::Io(_, ref e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id.to_owned())),
+                Err(Error::Io(_, ref e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::NotFound(id.to_owned()));
+                }
                 Err(e) => return Err(e),
             };
             if done(&container.state) {
@@ -467,26 +550,41 @@ impl Runtime {
         let config = &container.config;
         let dir = self.dir(&config.id);
         let env = merge_env(&config.env, &options.env);
-        let cwd = options.working_dir.clone().unwrap_or_else(|| config.working_dir.clone());
+        let cwd = options
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| config.working_dir.clone());
         let program = options.args.first().ok_or(Error::NoCommand)?;
         if shim::find_executable(&dir.rootfs(), &env, program, &cwd).is_none() {
-            return Err(Error::ExecutableNotFound(format!("exec: \"{program}\": executable file not found in $PATH")));
+            return Err(Error::ExecutableNotFound(format!(
+                "exec: \"{program}\": executable file not found in $PATH"
+            )));
         }
-        let user = resolve_user(&dir.rootfs(), options.user.as_deref().unwrap_or(&config.user))?;
-        let env_map: HashMap<String, String> =
-            env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux).with_root_path(self.root.join("runtime"))?;
+        let user = resolve_user(
+            &dir.rootfs(),
+            options.user.as_deref().unwrap_or(&config.user),
+        )?;
+        let env_map: HashMap<String, String> = env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
+            .with_root_path(self.root.join("runtime"))?;
         // Short, outside the container dir: unix socket paths must fit in 108 bytes.
-        let console_path = std::env::temp_dir().join(format!("gantry-exec-{}.sock", &random_id()[..12]));
+        let console_path =
+            std::env::temp_dir().join(format!("gantry-exec-{}.sock", &random_id()[..12]));
         let console = if options.tty {
-            let listener = std::os::unix::net::UnixListener::bind(&console_path).map_err(|e| Error::io(&console_path, e))?;
+            let listener = std::os::unix::net::UnixListener::bind(&console_path)
+                .map_err(|e| Error::io(&console_path, e))?;
             builder = builder.with_console_socket(Some(&console_path));
             Some(listener)
         } else {
             None
         };
         if !options.interactive && !options.tty {
-            let dev_null = fs::File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?;
+            let dev_null =
+                fs::File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?;
             builder = builder.with_stdin(dev_null);
         }
         let cwd = if cwd.is_empty() { "/".to_owned() } else { cwd };
@@ -504,7 +602,10 @@ impl Runtime {
                 "noNewPrivileges": true
             });
             state::write_json_atomic(&process_file, &process)?;
-            builder.as_tenant().with_process(Some(&process_file)).with_detach(true)
+            builder
+                .as_tenant()
+                .with_process(Some(&process_file))
+                .with_detach(true)
         } else {
             builder
                 .as_tenant()
@@ -556,7 +657,10 @@ impl Runtime {
     pub fn attach_stdin(&self, name_or_id: &str) -> Result<std::os::unix::net::UnixStream> {
         let container = self.get(name_or_id)?;
         if !container.config.open_stdin {
-            return Err(Error::Spec(format!("container {} was not created with stdin open (-i)", container.config.name)));
+            return Err(Error::Spec(format!(
+                "container {} was not created with stdin open (-i)",
+                container.config.name
+            )));
         }
         let path = self.dir(&container.config.id).attach_socket();
         std::os::unix::net::UnixStream::connect(&path).map_err(|e| Error::io(&path, e))
@@ -572,21 +676,28 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&path, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io(&path, e))?;
         let mut reader = BufReader::new(file);
         let mut entries = Vec::new();
         let mut position = offset;
         let mut line = String::new();
         loop {
             line.clear();
-            let n = reader.read_line(&mut line).map_err(|e| Error::io(&path, e))?;
+            let n = reader
+                .read_line(&mut line)
+                .map_err(|e| Error::io(&path, e))?;
             // Stop at a record the shim is still writing.
             if n == 0 || !line.ends_with('\n') {
                 break;
             }
             position += n as u64;
             if let Ok(record) = serde_json::from_str::<shim::LogLine>(&line) {
-                entries.push(LogEntry { stream: record.stream, time: record.time, text: record.log });
+                entries.push(LogEntry {
+                    stream: record.stream,
+                    time: record.time,
+                    text: record.log,
+                });
             }
         }
         Ok((entries, position))
@@ -615,7 +726,9 @@ pub(crate) fn remove_dir(dir: &state::ContainerDir) -> Result<()> {
 /// Alive and not a zombie.
 fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
     }
 }
@@ -624,7 +737,12 @@ fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
     let mut merged: Vec<String> = base.to_vec();
     for kv in overrides {
         let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-        merged.retain(|existing| existing.split_once('=').map_or(existing.as_str(), |(k, _)| k) != key);
+        merged.retain(|existing| {
+            existing
+                .split_once('=')
+                .map_or(existing.as_str(), |(k, _)| k)
+                != key
+        });
         merged.push(kv.clone());
     }
     merged
@@ -637,12 +755,13 @@ fn random_id() -> String {
 
 fn random_name() -> String {
     const ADJECTIVES: &[&str] = &[
-        "admiring", "bold", "brave", "clever", "eager", "focused", "gallant", "happy", "jolly", "keen", "lucid",
-        "nifty", "quirky", "serene", "sharp", "tender", "upbeat", "vibrant", "wizardly", "zealous",
+        "admiring", "bold", "brave", "clever", "eager", "focused", "gallant", "happy", "jolly",
+        "keen", "lucid", "nifty", "quirky", "serene", "sharp", "tender", "upbeat", "vibrant",
+        "wizardly", "zealous",
     ];
     const NAMES: &[&str] = &[
-        "babbage", "curie", "darwin", "euler", "fermat", "galois", "hopper", "kepler", "lovelace", "noether",
-        "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak",
+        "babbage", "curie", "darwin", "euler", "fermat", "galois", "hopper", "kepler", "lovelace",
+        "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak",
     ];
     let a = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
     let n = NAMES[rand::random_range(0..NAMES.len())];
@@ -655,28 +774,66 @@ mod tests {
 
     #[test]
     fn env_overrides_replace_image_values() {
-        let merged = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
+        let merged = merge_env(
+            &["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
         assert_eq!(merged, vec!["PATH=/bin", "A=2", "B=3"]);
     }
 
     #[test]
     fn entrypoint_override_drops_image_cmd() {
         let root = tempfile::tempdir().unwrap();
-        let runtime = Runtime::open(root.path(), ShimCommand { program: "/bin/false".into(), args: vec![] }).unwrap();
+        let runtime = Runtime::open(
+            root.path(),
+            ShimCommand {
+                program: "/bin/false".into(),
+                args: vec![],
+            },
+        )
+        .unwrap();
         let image_config: oci_spec::image::Config = serde_json::from_value(serde_json::json!({
             "Entrypoint": ["/entry"], "Cmd": ["default"], "Env": ["PATH=/bin"], "WorkingDir": "/srv"
         }))
         .unwrap();
-        let base = CreateOptions { image: "img".into(), image_config: Some(image_config), ..Default::default() };
-        let c = runtime.create(CreateOptions { cmd: vec!["x".into()], ..base.clone() }).unwrap();
+        let base = CreateOptions {
+            image: "img".into(),
+            image_config: Some(image_config),
+            ..Default::default()
+        };
+        let c = runtime
+            .create(CreateOptions {
+                cmd: vec!["x".into()],
+                ..base.clone()
+            })
+            .unwrap();
         assert_eq!(c.config.args, vec!["/entry", "x"]);
         assert_eq!(c.config.working_dir, "/srv");
-        let c = runtime.create(CreateOptions { entrypoint: Some(vec!["sh".into()]), ..base.clone() }).unwrap();
+        let c = runtime
+            .create(CreateOptions {
+                entrypoint: Some(vec!["sh".into()]),
+                ..base.clone()
+            })
+            .unwrap();
         assert_eq!(c.config.args, vec!["sh"]);
-        let named = runtime.create(CreateOptions { name: Some("web".into()), ..base.clone() }).unwrap();
-        assert!(matches!(runtime.create(CreateOptions { name: Some("web".into()), ..base }), Err(Error::NameInUse(..))));
+        let named = runtime
+            .create(CreateOptions {
+                name: Some("web".into()),
+                ..base.clone()
+            })
+            .unwrap();
+        assert!(matches!(
+            runtime.create(CreateOptions {
+                name: Some("web".into()),
+                ..base
+            }),
+            Err(Error::NameInUse(..))
+        ));
         assert_eq!(runtime.get("web").unwrap().config.id, named.config.id);
-        assert_eq!(runtime.get(&named.config.id[..10]).unwrap().config.name, "web");
+        assert_eq!(
+            runtime.get(&named.config.id[..10]).unwrap().config.name,
+            "web"
+        );
         assert_eq!(runtime.list().unwrap().len(), 3);
     }
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container as OciContainer;
+use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::Signal;
@@ -79,7 +79,8 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
     let spec = build_spec(config, &rootfs, user, &etc)?;
     let bundle = dir.bundle();
     fs::create_dir_all(&bundle).map_err(|e| Error::io(&bundle, e))?;
-    spec.save(bundle.join("config.json")).map_err(|e| Error::Spec(e.to_string()))?;
+    spec.save(bundle.join("config.json"))
+        .map_err(|e| Error::Spec(e.to_string()))?;
 
     fs::create_dir_all(runtime_root).map_err(|e| Error::io(runtime_root, e))?;
     let attach_path = dir.attach_socket();
@@ -95,10 +96,12 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
         .open(dir.log())
         .map_err(|e| Error::io(&dir.log(), e))?;
     let log = Arc::new(Mutex::new(log));
-    let builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux).with_root_path(runtime_root)?;
+    let builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
+        .with_root_path(runtime_root)?;
     let (mut container, pumps) = if config.tty {
         // Short, outside the container dir: unix socket paths must fit in 108 bytes.
-        let console_path = std::env::temp_dir().join(format!("gantry-console-{}.sock", &config.id[..12]));
+        let console_path =
+            std::env::temp_dir().join(format!("gantry-console-{}.sock", &config.id[..12]));
         let _ = fs::remove_file(&console_path);
         let console = UnixListener::bind(&console_path).map_err(|e| Error::io(&console_path, e))?;
         let container = builder
@@ -114,7 +117,9 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
             tty::set_window_size(&master, rows, cols);
         }
         if let Some(listener) = attach {
-            let input = master.try_clone().map_err(|e| Error::io(&console_path, e))?;
+            let input = master
+                .try_clone()
+                .map_err(|e| Error::io(&console_path, e))?;
             tty::serve_stdin(listener, File::from(input), false);
         }
         (container, vec![pump(master, "stdout", log, true)])
@@ -123,11 +128,14 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
         let (stderr_r, stderr_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
         let builder = match attach {
             Some(listener) => {
-                let (stdin_r, stdin_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
+                let (stdin_r, stdin_w) =
+                    nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
                 tty::serve_stdin(listener, File::from(stdin_w), true);
                 builder.with_stdin(stdin_r)
             }
-            None => builder.with_stdin(File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?),
+            None => builder.with_stdin(
+                File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?,
+            ),
         };
         let container = builder
             .with_stdout(stdout_w)
@@ -137,9 +145,17 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
             .with_systemd(false)
             .with_detach(true)
             .build()?;
-        (container, vec![pump(stdout_r, "stdout", log.clone(), false), pump(stderr_r, "stderr", log, false)])
+        (
+            container,
+            vec![
+                pump(stdout_r, "stdout", log.clone(), false),
+                pump(stderr_r, "stderr", log, false),
+            ],
+        )
     };
-    let pid = container.pid().ok_or_else(|| Error::Spec("libcontainer reported no pid".into()))?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| Error::Spec("libcontainer reported no pid".into()))?;
     if config.network == NetworkMode::None {
         netns::bring_up_loopback(pid)?;
     }
@@ -160,7 +176,12 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
 
 /// Copies one output stream of the container into the log, a line per record
 /// (on a terminal, whatever each read returns, so prompts show up at once).
-fn pump(reader: OwnedFd, stream: &'static str, log: Arc<Mutex<File>>, unbuffered: bool) -> JoinHandle<()> {
+fn pump(
+    reader: OwnedFd,
+    stream: &'static str,
+    log: Arc<Mutex<File>>,
+    unbuffered: bool,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = File::from(reader);
         let mut pending: Vec<u8> = Vec::new();
@@ -187,7 +208,11 @@ fn pump(reader: OwnedFd, stream: &'static str, log: Arc<Mutex<File>>, unbuffered
 }
 
 fn write_log_line(log: &Mutex<File>, stream: &str, bytes: &[u8]) {
-    let line = LogLine { log: String::from_utf8_lossy(bytes).into_owned(), stream: stream.to_owned(), time: jiff::Timestamp::now() };
+    let line = LogLine {
+        log: String::from_utf8_lossy(bytes).into_owned(),
+        stream: stream.to_owned(),
+        time: jiff::Timestamp::now(),
+    };
     if let Ok(mut json) = serde_json::to_vec(&line) {
         json.push(b'\n');
         if let Ok(mut file) = log.lock() {
@@ -211,21 +236,32 @@ fn reap(init: Pid) -> i32 {
 
 /// How many times the kernel OOM-killed a process of the container's cgroup.
 fn oom_kill_count(id: &str) -> u64 {
-    let v1 = PathBuf::from(format!("/sys/fs/cgroup/memory/gantry/{id}/memory.oom_control"));
+    let v1 = PathBuf::from(format!(
+        "/sys/fs/cgroup/memory/gantry/{id}/memory.oom_control"
+    ));
     let v2 = PathBuf::from(format!("/sys/fs/cgroup/gantry/{id}/memory.events"));
     [v1, v2]
         .iter()
         .filter_map(|path| fs::read_to_string(path).ok())
         .flat_map(|text| {
             text.lines()
-                .filter_map(|line| line.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
+                .filter_map(|line| {
+                    line.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
                 .collect::<Vec<_>>()
         })
         .sum()
 }
 
 /// Records the end of the container and, for `--rm`, removes it.
-fn finish(dir: &ContainerDir, config: &ContainerConfig, exit_code: i32, oom_killed: bool, error: Option<String>) -> Result<()> {
+fn finish(
+    dir: &ContainerDir,
+    config: &ContainerConfig,
+    exit_code: i32,
+    oom_killed: bool,
+    error: Option<String>,
+) -> Result<()> {
     {
         let _lock = dir.lock()?;
         let mut state = dir.read_state()?;
@@ -254,10 +290,24 @@ pub(crate) fn mount_rootfs(dir: &ContainerDir, config: &ContainerConfig) -> Resu
         fs::create_dir_all(&empty).map_err(|e| Error::io(&empty, e))?;
         lowers.push(empty);
     }
-    let lowerdir = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-    let options = format!("lowerdir={lowerdir},upperdir={},workdir={}", dir.upper().display(), dir.work().display());
-    nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .map_err(|e| Error::Mount(rootfs.clone(), e.to_string()))
+    let lowerdir = lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let options = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        dir.upper().display(),
+        dir.work().display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| Error::Mount(rootfs.clone(), e.to_string()))
 }
 
 /// Detaches the container's root filesystem; harmless when it is not mounted.
@@ -277,7 +327,11 @@ fn write_etc_files(dir: &ContainerDir, config: &ContainerConfig) -> Result<EtcFi
         config.hostname
     );
     let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    for (path, text) in [(&etc.hostname, format!("{}\n", config.hostname)), (&etc.hosts, hosts), (&etc.resolv_conf, resolv)] {
+    for (path, text) in [
+        (&etc.hostname, format!("{}\n", config.hostname)),
+        (&etc.hosts, hosts),
+        (&etc.resolv_conf, resolv),
+    ] {
         fs::write(path, text).map_err(|e| Error::io(path, e))?;
     }
     Ok(etc)
@@ -289,25 +343,42 @@ fn check_executable(rootfs: &Path, config: &ContainerConfig) -> Result<()> {
     if find_executable(rootfs, &config.env, program, &config.working_dir).is_some() {
         Ok(())
     } else if program.contains('/') {
-        Err(Error::ExecutableNotFound(format!("exec: \"{program}\": stat {program}: no such file or directory")))
+        Err(Error::ExecutableNotFound(format!(
+            "exec: \"{program}\": stat {program}: no such file or directory"
+        )))
     } else {
-        Err(Error::ExecutableNotFound(format!("exec: \"{program}\": executable file not found in $PATH")))
+        Err(Error::ExecutableNotFound(format!(
+            "exec: \"{program}\": executable file not found in $PATH"
+        )))
     }
 }
 
 /// Looks `program` up the way execvp would inside the container.
-pub(crate) fn find_executable(rootfs: &Path, env: &[String], program: &str, cwd: &str) -> Option<PathBuf> {
+pub(crate) fn find_executable(
+    rootfs: &Path,
+    env: &[String],
+    program: &str,
+    cwd: &str,
+) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = if program.contains('/') {
-        let base = if program.starts_with('/') { PathBuf::from("/") } else { PathBuf::from(if cwd.is_empty() { "/" } else { cwd }) };
+        let base = if program.starts_with('/') {
+            PathBuf::from("/")
+        } else {
+            PathBuf::from(if cwd.is_empty() { "/" } else { cwd })
+        };
         vec![base.join(program)]
     } else {
         let path = env
             .iter()
             .find_map(|kv| kv.strip_prefix("PATH="))
             .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        path.split(':').map(|d| Path::new(d).join(program)).collect()
+        path.split(':')
+            .map(|d| Path::new(d).join(program))
+            .collect()
     };
-    candidates.into_iter().find(|c| resolve_in_root(rootfs, c).is_some_and(|p| is_executable_file(&p)))
+    candidates
+        .into_iter()
+        .find(|c| resolve_in_root(rootfs, c).is_some_and(|p| is_executable_file(&p)))
 }
 
 /// Follows symlinks as if `rootfs` were `/`.
@@ -320,7 +391,11 @@ fn resolve_in_root(rootfs: &Path, path: &Path) -> Option<PathBuf> {
             return Some(host);
         }
         let target = fs::read_link(&host).ok()?;
-        current = if target.is_absolute() { target } else { current.parent()?.join(target) };
+        current = if target.is_absolute() {
+            target
+        } else {
+            current.parent()?.join(target)
+        };
     }
     None
 }

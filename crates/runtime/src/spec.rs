@@ -44,8 +44,13 @@ pub const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths Docker makes read-only in containers.
-pub const READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Syscalls that Docker's default seccomp profile refuses to a container without
 /// extra capabilities: kernel modules, reboot, mounts, namespaces, keyrings, BPF,
@@ -162,7 +167,10 @@ pub(crate) fn build_spec(
     if let Some(nano) = config.resources.nano_cpus {
         let period: u64 = 100_000;
         cpu.insert("period".into(), json!(period));
-        cpu.insert("quota".into(), json!((nano as i128 * period as i128 / 1_000_000_000) as i64));
+        cpu.insert(
+            "quota".into(),
+            json!((nano as i128 * period as i128 / 1_000_000_000) as i64),
+        );
     }
     if let Some(shares) = config.resources.cpu_shares {
         cpu.insert("shares".into(), json!(shares));
@@ -246,7 +254,9 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ProcessUser> {
                     .lines()
                     .find_map(|line| {
                         let fields: Vec<&str> = line.split(':').collect();
-                        (fields.len() >= 3 && fields[0] == group).then(|| fields[2].parse().ok()).flatten()
+                        (fields.len() >= 3 && fields[0] == group)
+                            .then(|| fields[2].parse().ok())
+                            .flatten()
                     })
                     .ok_or_else(|| Error::UnknownUser(format!("group {group}")))?
             }
@@ -273,7 +283,12 @@ mod tests {
             user: String::new(),
             hostname: "box".into(),
             mounts: vec![],
-            resources: Resources { memory_bytes: Some(1 << 20), nano_cpus: Some(1_500_000_000), cpu_shares: None, pids_limit: Some(10) },
+            resources: Resources {
+                memory_bytes: Some(1 << 20),
+                nano_cpus: Some(1_500_000_000),
+                cpu_shares: None,
+                pids_limit: Some(10),
+            },
             network: NetworkMode::None,
             read_only: true,
             auto_remove: false,
@@ -286,20 +301,48 @@ mod tests {
 
     #[test]
     fn spec_carries_docker_defaults_and_limits() {
-        let etc = EtcFiles { hostname: "/h".into(), hosts: "/hs".into(), resolv_conf: "/r".into() };
-        let spec = build_spec(&config(), Path::new("/r"), ProcessUser { uid: 0, gid: 0 }, &etc).unwrap();
+        let etc = EtcFiles {
+            hostname: "/h".into(),
+            hosts: "/hs".into(),
+            resolv_conf: "/r".into(),
+        };
+        let spec = build_spec(
+            &config(),
+            Path::new("/r"),
+            ProcessUser { uid: 0, gid: 0 },
+            &etc,
+        )
+        .unwrap();
         let linux = spec.linux().as_ref().unwrap();
         let resources = linux.resources().as_ref().unwrap();
         assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(1 << 20));
         assert_eq!(resources.cpu().as_ref().unwrap().quota(), Some(150_000));
         assert_eq!(resources.pids().as_ref().unwrap().limit(), 10);
-        let namespaces: Vec<String> =
-            linux.namespaces().as_ref().unwrap().iter().map(|n| format!("{:?}", n.typ())).collect();
+        let namespaces: Vec<String> = linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| format!("{:?}", n.typ()))
+            .collect();
         assert!(namespaces.iter().any(|n| n == "Network"));
-        assert_eq!(linux.masked_paths().as_ref().unwrap().len(), MASKED_PATHS.len());
+        assert_eq!(
+            linux.masked_paths().as_ref().unwrap().len(),
+            MASKED_PATHS.len()
+        );
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.no_new_privileges(), Some(true));
-        assert_eq!(process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap().len(), DEFAULT_CAPABILITIES.len());
+        assert_eq!(
+            process
+                .capabilities()
+                .as_ref()
+                .unwrap()
+                .bounding()
+                .as_ref()
+                .unwrap()
+                .len(),
+            DEFAULT_CAPABILITIES.len()
+        );
         assert!(spec.root().as_ref().unwrap().readonly().unwrap());
     }
 
@@ -307,11 +350,27 @@ mod tests {
     fn users_resolve_through_passwd_and_group() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
-        assert_eq!(resolve_user(dir.path(), "www").unwrap(), ProcessUser { uid: 33, gid: 34 });
-        assert_eq!(resolve_user(dir.path(), "www:staff").unwrap(), ProcessUser { uid: 33, gid: 50 });
-        assert_eq!(resolve_user(dir.path(), "1000:7").unwrap(), ProcessUser { uid: 1000, gid: 7 });
-        assert!(matches!(resolve_user(dir.path(), "nobody"), Err(Error::UnknownUser(_))));
+        assert_eq!(
+            resolve_user(dir.path(), "www").unwrap(),
+            ProcessUser { uid: 33, gid: 34 }
+        );
+        assert_eq!(
+            resolve_user(dir.path(), "www:staff").unwrap(),
+            ProcessUser { uid: 33, gid: 50 }
+        );
+        assert_eq!(
+            resolve_user(dir.path(), "1000:7").unwrap(),
+            ProcessUser { uid: 1000, gid: 7 }
+        );
+        assert!(matches!(
+            resolve_user(dir.path(), "nobody"),
+            Err(Error::UnknownUser(_))
+        ));
     }
 }

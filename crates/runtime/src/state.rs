@@ -157,7 +157,9 @@ pub(crate) struct ContainerDir {
 
 impl ContainerDir {
     pub fn new(root: &Path, id: &str) -> ContainerDir {
-        ContainerDir { path: root.join("containers").join(id) }
+        ContainerDir {
+            path: root.join("containers").join(id),
+        }
     }
     pub fn config(&self) -> PathBuf {
         self.path.join("config.json")
@@ -214,7 +216,8 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 /// Writes through a temporary file and rename, so readers never see half a file.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt(path.to_owned(), e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Corrupt(path.to_owned(), e.to_string()))?;
     let write = || -> std::io::Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(&bytes)?;

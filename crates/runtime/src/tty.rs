@@ -14,13 +14,23 @@ use crate::{Error, Result};
 /// Accepts libcontainer's connection on the console socket and takes the pty
 /// master it sends (as SCM_RIGHTS), the way runc's `--console-socket` works.
 pub(crate) fn receive_pty_master(listener: &UnixListener) -> Result<OwnedFd> {
-    let (stream, _) = listener.accept().map_err(|e| Error::io(Path::new("console socket"), e))?;
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| Error::io(Path::new("console socket"), e))?;
     let mut name = [0u8; 64];
     let mut iov = [IoSliceMut::new(&mut name)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let message = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| Error::io(Path::new("console socket"), e.into()))?;
-    for cmsg in message.cmsgs().map_err(|e| Error::io(Path::new("console socket"), e.into()))? {
+    let message = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| Error::io(Path::new("console socket"), e.into()))?;
+    for cmsg in message
+        .cmsgs()
+        .map_err(|e| Error::io(Path::new("console socket"), e.into()))?
+    {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(&fd) = fds.first()
         {
@@ -28,21 +38,35 @@ pub(crate) fn receive_pty_master(listener: &UnixListener) -> Result<OwnedFd> {
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
-    Err(Error::Spec("the console socket carried no pty master".into()))
+    Err(Error::Spec(
+        "the console socket carried no pty master".into(),
+    ))
 }
 
 /// Gives the terminal the caller's size so full-screen programs lay out right.
 pub(crate) fn set_window_size(master: &OwnedFd, rows: u16, cols: u16) {
-    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads a winsize we own from a valid pty descriptor.
     unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
 }
 
 /// Copies the terminal's output to our stdout (and, when `interactive`, our
 /// stdin to the terminal); the returned thread ends once the terminal closes.
-pub(crate) fn relay_terminal(master: OwnedFd, interactive: bool) -> Result<std::thread::JoinHandle<()>> {
+pub(crate) fn relay_terminal(
+    master: OwnedFd,
+    interactive: bool,
+) -> Result<std::thread::JoinHandle<()>> {
     if interactive {
-        let mut input = File::from(master.try_clone().map_err(|e| Error::io(Path::new("pty"), e))?);
+        let mut input = File::from(
+            master
+                .try_clone()
+                .map_err(|e| Error::io(Path::new("pty"), e))?,
+        );
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
         });
@@ -53,7 +77,12 @@ pub(crate) fn relay_terminal(master: OwnedFd, interactive: bool) -> Result<std::
         let mut stdout = std::io::stdout();
         // EIO once the last process holding the terminal exits.
         while let Ok(n) = output.read(&mut buf) {
-            if n == 0 || stdout.write_all(&buf[..n]).and_then(|()| stdout.flush()).is_err() {
+            if n == 0
+                || stdout
+                    .write_all(&buf[..n])
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+            {
                 break;
             }
         }

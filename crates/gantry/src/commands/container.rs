@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use gantry_image::{ImageError, ImageStore, PullOptions};
 use gantry_runtime::{
-    BindMount, Container, CreateOptions, ExecOptions, NetworkMode, Resources, Runtime, ShimCommand, Status,
+    BindMount, Container, CreateOptions, ExecOptions, NetworkMode, Resources, Runtime, ShimCommand,
+    Status,
 };
 use serde_json::json;
 
@@ -206,7 +207,11 @@ pub struct ShimArgs {
 /// The container runtime under `global.root`, launching monitors by re-executing this binary.
 pub fn runtime(global: &GlobalOptions) -> anyhow::Result<Runtime> {
     let program = std::env::current_exe().context("locating the gantry executable")?;
-    let args = vec!["--root".into(), global.root.clone().into_os_string(), "container-shim".into()];
+    let args = vec![
+        "--root".into(),
+        global.root.clone().into_os_string(),
+        "container-shim".into(),
+    ];
     Ok(Runtime::open(&global.root, ShimCommand { program, args })?)
 }
 
@@ -259,7 +264,10 @@ impl ContainerCommand {
 }
 
 /// Applies `action` to every name, reporting every failure like Docker, failing if any did.
-fn for_each(names: &[String], mut action: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn for_each(
+    names: &[String],
+    mut action: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut failed = 0;
     for name in names {
         if let Err(error) = action(name) {
@@ -273,7 +281,12 @@ fn for_each(names: &[String], mut action: impl FnMut(&str) -> anyhow::Result<()>
     Ok(())
 }
 
-fn create(runtime: &Runtime, global: &GlobalOptions, args: CreateArgs, client_removes: bool) -> anyhow::Result<Container> {
+fn create(
+    runtime: &Runtime,
+    global: &GlobalOptions,
+    args: CreateArgs,
+    client_removes: bool,
+) -> anyhow::Result<Container> {
     let network = match args.network.as_str() {
         "none" => NetworkMode::None,
         "host" => NetworkMode::Host,
@@ -285,7 +298,11 @@ fn create(runtime: &Runtime, global: &GlobalOptions, args: CreateArgs, client_re
         cpu_shares: args.cpu_shares,
         pids_limit: args.pids_limit.filter(|&limit| limit > 0),
     };
-    let mounts = args.volume.iter().map(|spec| parse_volume(spec)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mounts = args
+        .volume
+        .iter()
+        .map(|spec| parse_volume(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let env = args
         .env
         .iter()
@@ -295,7 +312,9 @@ fn create(runtime: &Runtime, global: &GlobalOptions, args: CreateArgs, client_re
         })
         .collect();
     let image = resolve_image(global, &args.image)?;
-    let entrypoint = args.entrypoint.map(|e| if e.is_empty() { vec![] } else { vec![e] });
+    let entrypoint = args
+        .entrypoint
+        .map(|e| if e.is_empty() { vec![] } else { vec![e] });
     Ok(runtime.create(CreateOptions {
         name: args.name,
         image: args.image,
@@ -327,7 +346,9 @@ fn resolve_image(global: &GlobalOptions, reference: &str) -> anyhow::Result<gant
             eprintln!("Unable to find image '{reference}' locally");
             // The async runtime lives only for the pull: container processes are
             // forked later from a single-threaded process.
-            let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             Ok(tokio.block_on(store.resolve_or_pull(reference, &PullOptions::default()))?)
         }
         other => Ok(other?),
@@ -336,6 +357,7 @@ fn resolve_image(global: &GlobalOptions, reference: &str) -> anyhow::Result<gant
 
 fn run(runtime: &Runtime, global: &GlobalOptions, args: RunArgs) -> anyhow::Result<()> {
     let auto_remove = args.create.rm;
+    let proxy_signals = !args.detach && block_proxied_signals();
     let (interactive, tty) = (args.create.interactive, args.create.tty);
     // In the foreground the CLI removes the container itself, after reading its exit code.
     let container = create(runtime, global, args.create, !args.detach)?;
@@ -353,6 +375,9 @@ fn run(runtime: &Runtime, global: &GlobalOptions, args: RunArgs) -> anyhow::Resu
         }
         eprintln!("gantry: Error response from daemon: {error}.");
         std::process::exit(code);
+    }
+    if proxy_signals {
+        forward_signals(runtime, &id);
     }
     // Raw mode only for the attached session; restored before we exit.
     let raw = (tty && interactive).then(RawTerminal::enter).flatten();
@@ -372,8 +397,49 @@ fn run(runtime: &Runtime, global: &GlobalOptions, args: RunArgs) -> anyhow::Resu
     std::process::exit(code);
 }
 
+/// Signals the attached CLI passes on to its container, like Docker's sig-proxy.
+fn proxied_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks the proxied signals in this thread and every thread it starts later;
+/// call before any thread exists. (Spawned programs get a clean mask from std.)
+fn block_proxied_signals() -> bool {
+    use nix::sys::signal::{SigmaskHow, pthread_sigmask};
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&proxied_signals()), None).is_ok()
+}
+
+/// Passes SIGINT, SIGTERM, … received by the CLI to the container instead of dying.
+fn forward_signals(runtime: &Runtime, id: &str) {
+    let runtime = runtime.clone();
+    let id = id.to_owned();
+    std::thread::spawn(move || {
+        while let Ok(signal) = proxied_signals().wait() {
+            let _ = runtime.kill(&id, signal);
+        }
+    });
+}
+
 /// Copies the container's log to our stdout/stderr until it exits; returns its exit code.
-fn follow_output(runtime: &Runtime, id: &str, mut offset: u64, tail: Option<usize>, timestamps: bool) -> anyhow::Result<i32> {
+fn follow_output(
+    runtime: &Runtime,
+    id: &str,
+    mut offset: u64,
+    tail: Option<usize>,
+    timestamps: bool,
+) -> anyhow::Result<i32> {
     let mut first = true;
     loop {
         let before = runtime.get(id)?;
@@ -400,7 +466,11 @@ fn print_entries(entries: &[gantry_runtime::LogEntry], timestamps: bool) -> anyh
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
     for entry in entries {
-        let out: &mut dyn Write = if entry.stream == "stderr" { &mut stderr } else { &mut stdout };
+        let out: &mut dyn Write = if entry.stream == "stderr" {
+            &mut stderr
+        } else {
+            &mut stdout
+        };
         if timestamps {
             write!(out, "{} ", entry.time)?;
         }
@@ -414,7 +484,10 @@ fn print_entries(entries: &[gantry_runtime::LogEntry], timestamps: bool) -> anyh
 fn logs(runtime: &Runtime, args: LogsArgs) -> anyhow::Result<()> {
     let tail = match args.tail.as_str() {
         "all" => None,
-        n => Some(n.parse::<usize>().with_context(|| format!("invalid --tail value {n:?}"))?),
+        n => Some(
+            n.parse::<usize>()
+                .with_context(|| format!("invalid --tail value {n:?}"))?,
+        ),
     };
     let id = runtime.get(&args.container)?.config.id;
     if args.follow {
@@ -429,16 +502,21 @@ fn logs(runtime: &Runtime, args: LogsArgs) -> anyhow::Result<()> {
 }
 
 fn exec(runtime: &Runtime, args: ExecArgs) -> anyhow::Result<()> {
-    let raw = (args.tty && args.interactive).then(RawTerminal::enter).flatten();
-    let result = runtime.exec(&args.container, ExecOptions {
-        args: args.command,
-        env: args.env,
-        user: args.user,
-        working_dir: args.workdir,
-        interactive: args.interactive,
-        tty: args.tty,
-        console_size: args.tty.then(terminal_size).flatten(),
-    });
+    let raw = (args.tty && args.interactive)
+        .then(RawTerminal::enter)
+        .flatten();
+    let result = runtime.exec(
+        &args.container,
+        ExecOptions {
+            args: args.command,
+            env: args.env,
+            user: args.user,
+            working_dir: args.workdir,
+            interactive: args.interactive,
+            tty: args.tty,
+            console_size: args.tty.then(terminal_size).flatten(),
+        },
+    );
     drop(raw);
     let code = match result {
         Ok(code) => code,
@@ -484,16 +562,30 @@ impl RawTerminal {
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
     }
 }
 
 fn ps(runtime: &Runtime, args: PsArgs) -> anyhow::Result<()> {
-    let containers: Vec<Container> =
-        runtime.list()?.into_iter().filter(|c| args.all || c.state.status == Status::Running).collect();
+    let containers: Vec<Container> = runtime
+        .list()?
+        .into_iter()
+        .filter(|c| args.all || c.state.status == Status::Running)
+        .collect();
     if args.quiet {
         for c in &containers {
-            println!("{}", if args.no_trunc { &c.config.id[..] } else { &c.config.id[..12] });
+            println!(
+                "{}",
+                if args.no_trunc {
+                    &c.config.id[..]
+                } else {
+                    &c.config.id[..12]
+                }
+            );
         }
         return Ok(());
     }
@@ -508,17 +600,32 @@ fn ps(runtime: &Runtime, args: PsArgs) -> anyhow::Result<()> {
                 format!("{}…", command.chars().take(19).collect::<String>())
             };
             [
-                if args.no_trunc { c.config.id.clone() } else { c.config.id[..12].to_owned() },
+                if args.no_trunc {
+                    c.config.id.clone()
+                } else {
+                    c.config.id[..12].to_owned()
+                },
                 c.config.image.clone(),
                 format!("\"{command}\""),
-                format!("{} ago", human_duration(now.duration_since(c.config.created))),
+                format!(
+                    "{} ago",
+                    human_duration(now.duration_since(c.config.created))
+                ),
                 status_text(c, now),
                 String::new(),
                 c.config.name.clone(),
             ]
         })
         .collect();
-    let header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -552,7 +659,11 @@ fn status_text(c: &Container, now: jiff::Timestamp) -> String {
         }
         Status::Exited => {
             let since = c.state.finished_at.unwrap_or(c.config.created);
-            format!("Exited ({}) {} ago", c.state.exit_code.unwrap_or(0), human_duration(now.duration_since(since)))
+            format!(
+                "Exited ({}) {} ago",
+                c.state.exit_code.unwrap_or(0),
+                human_duration(now.duration_since(since))
+            )
         }
     }
 }
@@ -578,7 +689,13 @@ fn human_duration(duration: jiff::SignedDuration) -> String {
 
 fn shell_words(args: &[String]) -> String {
     args.iter()
-        .map(|a| if a.is_empty() || a.contains(char::is_whitespace) { format!("'{a}'") } else { a.clone() })
+        .map(|a| {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -609,14 +726,21 @@ fn inspect(runtime: &Runtime, global: &GlobalOptions, args: NamesArgs) -> anyhow
 
 fn inspect_json(c: &Container, root: &std::path::Path) -> serde_json::Value {
     let zero = "0001-01-01T00:00:00Z".to_owned();
-    let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| zero.clone());
+    let time =
+        |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| zero.clone());
     let status = match c.state.status {
         Status::Created => "created",
         Status::Running => "running",
         Status::Exited => "exited",
     };
     let dir = root.join("containers").join(&c.config.id);
-    let lowerdir: Vec<String> = c.config.lowerdirs.iter().rev().map(|p| p.display().to_string()).collect();
+    let lowerdir: Vec<String> = c
+        .config
+        .lowerdirs
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
     let resources = &c.config.resources;
     json!({
         "Id": c.config.id,
@@ -705,7 +829,9 @@ fn parse_bytes(text: &str) -> anyhow::Result<i64> {
         Some((i, 'b')) => (&lower[..i], 1),
         _ => (lower, 1),
     };
-    let value: f64 = digits.parse().map_err(|_| anyhow::anyhow!("invalid size: {text:?}"))?;
+    let value: f64 = digits
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size: {text:?}"))?;
     let bytes = (value * multiplier as f64) as i64;
     if bytes < 6 * 1024 * 1024 {
         bail!("Minimum memory limit allowed is 6MB");
@@ -716,7 +842,9 @@ fn parse_bytes(text: &str) -> anyhow::Result<i64> {
 fn parse_cpus(cpus: f64) -> anyhow::Result<i64> {
     let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if !(cpus > 0.0) || cpus > online {
-        bail!("range of CPUs is from 0.01 to {online:.2}, as there are only {online} CPUs available");
+        bail!(
+            "range of CPUs is from 0.01 to {online:.2}, as there are only {online} CPUs available"
+        );
     }
     Ok((cpus * 1e9) as i64)
 }
@@ -730,16 +858,23 @@ fn parse_volume(spec: &str) -> anyhow::Result<BindMount> {
         _ => bail!("invalid volume specification: '{spec}'"),
     };
     if !source.starts_with('/') {
-        bail!("invalid volume specification: '{spec}': only absolute host paths are supported (named volumes are not)");
+        bail!(
+            "invalid volume specification: '{spec}': only absolute host paths are supported (named volumes are not)"
+        );
     }
     if !destination.starts_with('/') {
         bail!("invalid volume specification: '{spec}': mount path must be absolute");
     }
     let source = PathBuf::from(source);
     if !source.exists() {
-        std::fs::create_dir_all(&source).with_context(|| format!("creating {}", source.display()))?;
+        std::fs::create_dir_all(&source)
+            .with_context(|| format!("creating {}", source.display()))?;
     }
-    Ok(BindMount { source, destination: PathBuf::from(destination), read_only })
+    Ok(BindMount {
+        source,
+        destination: PathBuf::from(destination),
+        read_only,
+    })
 }
 
 fn parse_signal(name: &str) -> anyhow::Result<nix::sys::signal::Signal> {
@@ -748,7 +883,11 @@ fn parse_signal(name: &str) -> anyhow::Result<nix::sys::signal::Signal> {
         return Ok(nix::sys::signal::Signal::try_from(number)?);
     }
     let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     nix::sys::signal::Signal::from_str(&full).map_err(|_| anyhow::anyhow!("invalid signal: {name}"))
 }
 
@@ -771,15 +910,30 @@ mod tests {
         let m = parse_volume("/tmp:/data:ro").unwrap();
         assert!(m.read_only && m.destination == PathBuf::from("/data"));
         assert!(parse_volume("named:/data").is_err());
-        assert_eq!(parse_signal("TERM").unwrap(), nix::sys::signal::Signal::SIGTERM);
-        assert_eq!(parse_signal("9").unwrap(), nix::sys::signal::Signal::SIGKILL);
+        assert_eq!(
+            parse_signal("TERM").unwrap(),
+            nix::sys::signal::Signal::SIGTERM
+        );
+        assert_eq!(
+            parse_signal("9").unwrap(),
+            nix::sys::signal::Signal::SIGKILL
+        );
         assert!(parse_signal("NOPE").is_err());
     }
 
     #[test]
     fn durations_read_like_docker() {
-        assert_eq!(human_duration(jiff::SignedDuration::from_secs(5)), "5 seconds");
-        assert_eq!(human_duration(jiff::SignedDuration::from_secs(90)), "About a minute");
-        assert_eq!(human_duration(jiff::SignedDuration::from_secs(7200)), "2 hours");
+        assert_eq!(
+            human_duration(jiff::SignedDuration::from_secs(5)),
+            "5 seconds"
+        );
+        assert_eq!(
+            human_duration(jiff::SignedDuration::from_secs(90)),
+            "About a minute"
+        );
+        assert_eq!(
+            human_duration(jiff::SignedDuration::from_secs(7200)),
+            "2 hours"
+        );
     }
 }
