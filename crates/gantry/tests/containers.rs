@@ -135,8 +135,11 @@ fn exit_codes_propagate_and_missing_programs_fail_like_docker() {
             .contains("exec: \"nosuchprogram\": executable file not found in $PATH")
     );
     let bad = g.cmd(&["run", "--memory", "lots", BUSYBOX_TAG, "true"]);
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid size"));
+    let unknown = g.cmd(&["run", "localhost:1/nope:1", "true"]);
+    assert_eq!(unknown.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("Unable to find image 'localhost:1/nope:1' locally"));
 }
 
 #[test]

@@ -360,7 +360,14 @@ fn run(runtime: &Runtime, global: &GlobalOptions, args: RunArgs) -> anyhow::Resu
     let proxy_signals = !args.detach && block_proxied_signals();
     let (interactive, tty) = (args.create.interactive, args.create.tty);
     // In the foreground the CLI removes the container itself, after reading its exit code.
-    let container = create(runtime, global, args.create, !args.detach)?;
+    let container = match create(runtime, global, args.create, !args.detach) {
+        Ok(container) => container,
+        Err(error) => {
+            // Docker's code for "the container could not even be created".
+            eprintln!("gantry: {error:#}");
+            std::process::exit(125);
+        }
+    };
     let id = container.config.id.clone();
     let started = runtime.start(&id);
     if args.detach {
