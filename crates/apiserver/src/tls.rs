@@ -15,6 +15,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -45,6 +46,8 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
     let graceful = GracefulShutdown::new();
+    // Connections still handshaking are not yet known to `graceful`; this tells them to quit.
+    let (closing, closing_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -60,6 +63,7 @@ pub async fn serve_tls(
                         acceptor.clone(),
                         app.clone(),
                         graceful.watcher(),
+                        closing_rx.clone(),
                     ));
                 }
                 Err(error) if is_fatal_accept_error(&error) => return Err(error),
@@ -72,6 +76,7 @@ pub async fn serve_tls(
     }
 
     drop(listener);
+    let _ = closing.send(true);
     tracing::debug!(
         connections = connections.len(),
         "API server stopped accepting; draining connections"
@@ -95,8 +100,14 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     app: axum::Router,
     watcher: Watcher,
+    mut closing: watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let outcome = tokio::select! {
+        outcome = handshake => outcome,
+        _ = closing.wait_for(|closing| *closing) => return,
+    };
+    let tls = match outcome {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%remote, %error, "TLS handshake failed");

@@ -271,15 +271,16 @@ async fn curl_sees_certificates_tokens_and_foreign_cas_handled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_cuts_idle_and_slow_connections_within_the_grace_period() {
+async fn shutdown_does_not_wait_for_clients_stuck_in_the_handshake() {
     let server = Server::start().await;
     // A client that connects and never handshakes must not hold shutdown open.
     let addr = server.url.trim_start_matches("https://").to_string();
     let _idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let started = std::time::Instant::now();
     server.shutdown().await;
+    // Nothing is in flight, so shutdown must not wait out the 5 s grace period.
     assert!(
-        started.elapsed() < Duration::from_secs(7),
+        started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
