@@ -289,3 +289,76 @@ async fn shutdown_does_not_wait_for_clients_stuck_in_the_handshake() {
         "still listening"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    if !have("curl") {
+        eprintln!("curl not installed; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = ClusterPki::load_or_create(&dir.path().join("pki"), &[], &[]).unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let (entered_tx, entered_rx) = oneshot::channel::<()>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let gates = Arc::new(std::sync::Mutex::new(Some((entered_tx, release_rx))));
+    let router = axum::Router::new().route(
+        "/slow",
+        get(move || {
+            let gates = gates.lock().unwrap().take();
+            async move {
+                let (entered, release) = gates.expect("one request only");
+                let _ = entered.send(());
+                let _ = release.await;
+                "finished"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener_addr = listener.local_addr().unwrap().to_string();
+    let url = format!("https://{listener_addr}/slow");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_tls(
+        listener,
+        pki.server_tls_config().unwrap(),
+        router,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let ca_arg = str_path(&ca).to_string();
+    let client = tokio::spawn(async move {
+        run(
+            "curl",
+            &["--silent", "--show-error", "--cacert", &ca_arg, &url],
+        )
+        .await
+    });
+
+    tokio::time::timeout(Duration::from_secs(10), entered_rx)
+        .await
+        .expect("request never reached the handler")
+        .unwrap();
+    stop.send(()).unwrap();
+    // Release the handler only once the server has stopped accepting, so the request is
+    // really in flight during shutdown.
+    let addr = listener_addr.clone();
+    tokio::time::timeout(Duration::from_secs(10), async move {
+        while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("listener still open after shutdown");
+    release_tx.send(()).unwrap();
+
+    let out = client.await.unwrap();
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(out.stdout, "finished");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve_tls did not return")
+        .unwrap()
+        .unwrap();
+}
