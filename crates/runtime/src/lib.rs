@@ -441,7 +441,7 @@ impl Runtime {
             .iter()
             .filter_map(|id| self.load(id).ok())
             .collect();
-        all.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+        all.sort_by_key(|c| std::cmp::Reverse(c.config.created));
         Ok(all)
     }
 
@@ -733,9 +733,10 @@ fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// Later `KEY=value` entries win, within `base` as over it.
 fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
-    let mut merged: Vec<String> = base.to_vec();
-    for kv in overrides {
+    let mut merged: Vec<String> = Vec::new();
+    for kv in base.iter().chain(overrides) {
         let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
         merged.retain(|existing| {
             existing

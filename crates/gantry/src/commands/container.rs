@@ -464,7 +464,7 @@ fn follow_output(
             return Ok(before.state.exit_code.unwrap_or(0));
         }
         if !had_output {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -848,7 +848,7 @@ fn parse_bytes(text: &str) -> anyhow::Result<i64> {
 
 fn parse_cpus(cpus: f64) -> anyhow::Result<i64> {
     let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    if !(cpus > 0.0) || cpus > online {
+    if cpus.is_nan() || cpus <= 0.0 || cpus > online {
         bail!(
             "range of CPUs is from 0.01 to {online:.2}, as there are only {online} CPUs available"
         );
@@ -901,6 +901,7 @@ fn parse_signal(name: &str) -> anyhow::Result<nix::sys::signal::Signal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn sizes_parse_like_docker() {
@@ -915,7 +916,7 @@ mod tests {
     #[test]
     fn volumes_and_signals_parse() {
         let m = parse_volume("/tmp:/data:ro").unwrap();
-        assert!(m.read_only && m.destination == PathBuf::from("/data"));
+        assert!(m.read_only && m.destination == Path::new("/data"));
         assert!(parse_volume("named:/data").is_err());
         assert_eq!(
             parse_signal("TERM").unwrap(),
