@@ -420,7 +420,8 @@ fn options_reach_the_process() {
     ]);
     assert_eq!(out, "hi\n/tmp\n65534\nhostdata\nro\n");
     let ro = g.cmd(&["run", "--rm", "--read-only", BUSYBOX_TAG, "touch", "/file"]);
-    assert_ne!(ro.status.code(), Some(0));
+    assert_eq!(ro.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&ro.stderr).contains("Read-only file system"));
     let entry = g.ok(&["run", "--rm", "--entrypoint", "echo", BUSYBOX_TAG, "a", "b"]);
     assert_eq!(entry, "a b\n");
 }
