@@ -139,7 +139,10 @@ fn exit_codes_propagate_and_missing_programs_fail_like_docker() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid size"));
     let unknown = g.cmd(&["run", "localhost:1/nope:1", "true"]);
     assert_eq!(unknown.status.code(), Some(125));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("Unable to find image 'localhost:1/nope:1' locally"));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("Unable to find image 'localhost:1/nope:1' locally")
+    );
 }
 
 #[test]
@@ -612,4 +615,27 @@ fn cpu_limits_land_in_the_cgroup() {
     assert_eq!(g.inspect("cpu")["HostConfig"]["NanoCpus"], 500_000_000);
     let bad = g.cmd(&["run", "--cpus", "99", BUSYBOX_TAG, "true"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("range of CPUs"));
+}
+
+#[test]
+fn processes_get_dockers_capabilities_seccomp_and_no_new_privileges() {
+    let g = Gantry::new();
+    let status = g.ok(&["run", "--rm", BUSYBOX_TAG, "cat", "/proc/self/status"]);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Docker's default set: chown, dac_override, fowner, fsetid, kill, setgid,
+    // setuid, setpcap, net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap.
+    assert_eq!(field("CapEff:"), "00000000a80425fb");
+    assert_eq!(field("CapBnd:"), "00000000a80425fb");
+    assert_eq!(field("Seccomp:"), "2");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let masked = g.ok(&["run", "--rm", BUSYBOX_TAG, "sh", "-c", "if [ -s /proc/kcore ]; then echo visible; else echo 0; fi; (echo x > /proc/sys/kernel/hostname) 2>&1 || true"]);
+    assert!(masked.starts_with("0\n"), "{masked}");
+    assert!(masked.contains("Read-only file system"), "{masked}");
 }
