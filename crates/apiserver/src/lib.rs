@@ -3,3 +3,6 @@
 pub mod auth;
 pub mod pki;
 pub mod tls;
+pub mod server;
+
+pub use server::{OnListening, ServerConfig, ServerError, run};

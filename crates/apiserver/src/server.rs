@@ -1,0 +1,220 @@
+//! The server's lifecycle: PKI, admin kubeconfig, store, router and TLS listener.
+//!
+//! Only discovery, health and OpenAPI endpoints are routed so far; the resource verbs
+//! (`/api/v1/...` CRUD, watch, admission) are not implemented yet and answer 404 Status.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use gantry_api::{ApiError, GroupVersion, Reason, discovery, openapi};
+use serde_json::Value;
+
+use crate::auth::{AuthError, Authenticator};
+use crate::pki::{ClusterPki, PkiError};
+use crate::tls::{PeerCertificates, serve_tls};
+
+/// Everything `gantry server` (or a test) chooses about one server instance.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Holds the PKI and the store; reused across restarts.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub bind_address: IpAddr,
+    /// HTTPS port (0 picks a free one).
+    pub https_port: u16,
+    /// Static bearer tokens, kube-apiserver's `--token-auth-file` format.
+    pub token_file: Option<PathBuf>,
+    /// Where the admin kubeconfig is written.
+    pub kubeconfig_output: PathBuf,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+}
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Certificates or kubeconfig.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// Token file.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] gantry_store::StoreError),
+    /// Listening or serving.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started server's address, known once it listens, so callers can point clients at it.
+pub type OnListening = Box<dyn FnOnce(SocketAddr) + Send>;
+
+#[derive(Clone)]
+struct AppState {
+    authenticator: Arc<Authenticator>,
+    server_address: String,
+}
+
+/// Runs the server until `shutdown` completes, then stops serving and closes the store.
+pub async fn run(
+    config: ServerConfig,
+    on_listening: OnListening,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (dns_names, ips) = serving_names(&config.tls_sans);
+    let pki = ClusterPki::load_or_create(&config.data_dir.join("pki"), &dns_names, &ips)?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.https_port))
+            .await?;
+    let local = listener.local_addr()?;
+    let client_host = if config.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind_address
+    };
+    let server_url = format!("https://{}", SocketAddr::new(client_host, local.port()));
+    pki.write_kubeconfig(&config.kubeconfig_output, &server_url, "admin", &["system:masters"])?;
+    let store = {
+        let path = config.data_dir.join("store.redb");
+        tokio::task::spawn_blocking(move || gantry_store::RedbStore::open(path))
+            .await
+            .map_err(std::io::Error::other)??
+    };
+    let state = AppState {
+        authenticator: Arc::new(Authenticator::new(config.token_file.as_deref())?),
+        server_address: local.to_string(),
+    };
+    let app = router(state);
+    on_listening(local);
+    tracing::info!(%local, "API server listening");
+    let served = serve_tls(listener, pki.server_tls_config()?, app, shutdown).await;
+    tokio::task::spawn_blocking(move || store.shutdown())
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(served?)
+}
+
+fn serving_names(tls_sans: &[String]) -> (Vec<String>, Vec<IpAddr>) {
+    let mut dns = vec!["localhost".to_string(), "kubernetes".to_string(), "kubernetes.default".to_string()];
+    let mut ips = vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([10, 43, 0, 1])];
+    for san in tls_sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(san.clone()),
+        }
+    }
+    (dns, ips)
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ok_text))
+        .route("/livez", get(ok_text))
+        .route("/readyz", get(ok_text))
+        .route("/version", get(|| async { json(discovery::version_info()) }))
+        .route("/api", get(api_versions))
+        .route("/apis", get(|| async { json(discovery::api_group_list()) }))
+        .route("/api/{version}", get(core_resources))
+        .route("/apis/{group}", get(group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(|| async { json(openapi::v3_root()) }))
+        .route("/openapi/v3/{*path}", get(openapi_v3))
+        .fallback(|| async { status(ApiError::new(Reason::NotFound, "the server could not find the requested resource")) })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// Rejects requests without valid credentials, except Kubernetes' public-info endpoints.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let public = matches!(path, "/healthz" | "/livez" | "/readyz" | "/version");
+    let certificates = request.extensions().get::<PeerCertificates>().and_then(|p| p.0.clone());
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.authenticator.authenticate(certificates.as_deref().map(|c| c.as_slice()), authorization) {
+        Ok(user) => {
+            tracing::debug!(user = %user.name, method = %request.method(), uri = %request.uri(), "request");
+            next.run(request).await
+        }
+        Err(_) if public && authorization.is_none() => next.run(request).await,
+        Err(err) => {
+            tracing::warn!(%err, uri = %request.uri(), "authentication failed");
+            status(ApiError::new(Reason::Unauthorized, "Unauthorized"))
+        }
+    }
+}
+
+async fn ok_text() -> &'static str {
+    "ok"
+}
+
+async fn api_versions(State(state): State<AppState>) -> Response {
+    json(discovery::api_versions(&state.server_address))
+}
+
+async fn core_resources(UrlPath(version): UrlPath<String>) -> Response {
+    resource_list("", &version)
+}
+
+async fn group(UrlPath(group): UrlPath<String>) -> Response {
+    match discovery::api_group(&group) {
+        Some(doc) => json(doc),
+        None => not_found(),
+    }
+}
+
+async fn group_resources(UrlPath((group, version)): UrlPath<(String, String)>) -> Response {
+    resource_list(&group, &version)
+}
+
+fn resource_list(group: &str, version: &str) -> Response {
+    let known = gantry_api::registry::RESOURCES
+        .iter()
+        .map(|r| r.group_version)
+        .find(|gv| gv.group == group && gv.version == version);
+    match known.and_then(|gv: GroupVersion| discovery::api_resource_list(gv)) {
+        Some(doc) => json(doc),
+        None => not_found(),
+    }
+}
+
+async fn openapi_v2() -> Response {
+    bytes_json(openapi::v2_document())
+}
+
+async fn openapi_v3(UrlPath(path): UrlPath<String>) -> Response {
+    match openapi::v3_group_version(&path) {
+        Some(doc) => bytes_json(doc),
+        None => not_found(),
+    }
+}
+
+fn not_found() -> Response {
+    status(ApiError::new(Reason::NotFound, "the server could not find the requested resource"))
+}
+
+fn json(value: Value) -> Response {
+    bytes_json(value.to_string().into_bytes())
+}
+
+fn bytes_json(body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Every failure travels as a Kubernetes Status object with its code.
+fn status(error: ApiError) -> Response {
+    let code = StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, json(error.to_status())).into_response()
+}
