@@ -21,6 +21,7 @@ use sha2::{Digest, Sha512};
 use crate::discovery;
 use crate::registry::{self, GroupVersion};
 use paths::Flavor;
+pub(crate) use schemas::definition_name;
 
 /// Returns the Swagger 2.0 document served at `GET /openapi/v2`, as JSON.
 pub fn v2_document() -> &'static [u8] {
