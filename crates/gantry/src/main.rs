@@ -30,7 +30,7 @@ enum Command {
     #[command(flatten)]
     Image(commands::image::ImageCommand),
     #[command(flatten)]
-    Container(commands::container::ContainerCommand),
+    Container(Box<commands::container::ContainerCommand>),
 }
 
 /// Options every command handler receives.
@@ -41,7 +41,7 @@ pub struct GlobalOptions {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libcgroups=error,libcontainer=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
