@@ -3,6 +3,10 @@
 pub mod auth;
 pub mod pki;
 pub mod tls;
+pub mod namespaces;
+pub mod objects;
+pub mod rest;
+pub mod selectors;
 pub mod server;
 
 pub use server::{OnListening, ServerConfig, ServerError, run};

@@ -1,7 +1,8 @@
 //! The server's lifecycle: PKI, admin kubeconfig, store, router and TLS listener.
 //!
-//! Only discovery, health and OpenAPI endpoints are routed so far; the resource verbs
-//! (`/api/v1/...` CRUD, watch, admission) are not implemented yet and answer 404 Status.
+//! Discovery, health and OpenAPI are answered here; every resource path goes
+//! to [`crate::rest`]. The server owns its background controllers and stops
+//! them before closing the store.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -14,11 +15,14 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use gantry_api::{ApiError, GroupVersion, Reason, discovery, openapi};
 use serde_json::Value;
 
 use crate::auth::{AuthError, Authenticator};
+use crate::namespaces;
+use crate::objects::Objects;
+use crate::rest;
 use crate::pki::{ClusterPki, PkiError};
 use crate::tls::{PeerCertificates, serve_tls};
 
@@ -54,6 +58,9 @@ pub enum ServerError {
     /// Listening or serving.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The system namespaces could not be created.
+    #[error("bootstrapping the cluster: {0}")]
+    Bootstrap(ApiError),
 }
 
 /// A started server's address, known once it listens, so callers can point clients at it.
@@ -63,6 +70,7 @@ pub type OnListening = Box<dyn FnOnce(SocketAddr) + Send>;
 struct AppState {
     authenticator: Arc<Authenticator>,
     server_address: String,
+    objects: Objects,
 }
 
 /// Runs the server until `shutdown` completes, then stops serving and closes the store.
@@ -90,14 +98,23 @@ pub async fn run(
             .await
             .map_err(std::io::Error::other)??
     };
+    store.enable_auto_compaction(gantry_store::CompactionPolicy::kubernetes_default())?;
+    let store = Arc::new(store);
+    let objects = Objects::new(store.clone());
+    objects.ensure_system_namespaces().await.map_err(ServerError::Bootstrap)?;
     let state = AppState {
         authenticator: Arc::new(Authenticator::new(config.token_file.as_deref())?),
         server_address: local.to_string(),
+        objects: objects.clone(),
     };
+    let (stop_controllers, controllers_stopped) = tokio::sync::watch::channel(false);
+    let namespace_controller = tokio::spawn(namespaces::run(objects, controllers_stopped));
     let app = router(state);
     on_listening(local);
     tracing::info!(%local, "API server listening");
     let served = serve_tls(listener, pki.server_tls_config()?, app, shutdown).await;
+    let _ = stop_controllers.send(true);
+    let _ = namespace_controller.await;
     tokio::task::spawn_blocking(move || store.shutdown())
         .await
         .map_err(std::io::Error::other)?;
@@ -130,6 +147,8 @@ fn router(state: AppState) -> Router {
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(|| async { json(openapi::v3_root()) }))
         .route("/openapi/v3/{*path}", get(openapi_v3))
+        .route("/api/{version}/{*rest}", any(core_resource_request))
+        .route("/apis/{group}/{version}/{*rest}", any(group_resource_request))
         .fallback(|| async { status(ApiError::new(Reason::NotFound, "the server could not find the requested resource")) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
@@ -188,9 +207,60 @@ fn resource_list(group: &str, version: &str) -> Response {
     }
 }
 
-async fn openapi_v2() -> Response {
+/// kubectl reads the v2 document only as protobuf; other clients get JSON.
+async fn openapi_v2(headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains(openapi::V2_PROTOBUF_MEDIA_TYPE) {
+        let mut response = Response::new(Body::from(openapi::v2_document_protobuf()));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(openapi::V2_PROTOBUF_CONTENT_TYPE));
+        return response;
+    }
     bytes_json(openapi::v2_document())
 }
+
+async fn core_resource_request(
+    State(state): State<AppState>,
+    UrlPath((version, rest)): UrlPath<(String, String)>,
+    request: Request,
+) -> Response {
+    resource_request(state, "", &version, &rest, request).await
+}
+
+async fn group_resource_request(
+    State(state): State<AppState>,
+    UrlPath((group, version, rest)): UrlPath<(String, String, String)>,
+    request: Request,
+) -> Response {
+    resource_request(state, &group, &version, &rest, request).await
+}
+
+/// Hands a resource request to the REST layer; every failure becomes a Status.
+async fn resource_request(state: AppState, group: &str, version: &str, rest: &str, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let query: std::collections::HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+        .unwrap_or_default();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => return status(ApiError::new(Reason::BadRequest, "the request body is too large or unreadable")),
+    };
+    let outcome = match rest::parse_target(group, version, rest) {
+        Ok(target) => rest::handle(&state.objects, &parts.method, target, &query, &parts.headers, body).await,
+        Err(err) => Err(err),
+    };
+    match outcome {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(method = %parts.method, uri = %parts.uri, code = err.code(), message = %err.message, "request failed");
+            status(err)
+        }
+    }
+}
+
+/// kube-apiserver's limit on request bodies (3 MiB).
+const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 async fn openapi_v3(UrlPath(path): UrlPath<String>) -> Response {
     match openapi::v3_group_version(&path) {
