@@ -138,11 +138,16 @@ fn merge_map(
         }
         Some("merge") | None => {}
         Some(other) => {
-            return Err(ApiError::bad_request(format!("unknown patch type: {other:?} in map")));
+            return Err(ApiError::bad_request(format!(
+                "unknown patch type: {other:?} in map"
+            )));
         }
     }
 
-    for (key, values) in patch.iter().filter(|(k, _)| k.starts_with(DELETE_FROM_PRIMITIVE_LIST)) {
+    for (key, values) in patch
+        .iter()
+        .filter(|(k, _)| k.starts_with(DELETE_FROM_PRIMITIVE_LIST))
+    {
         let field = &key[DELETE_FROM_PRIMITIVE_LIST.len()..];
         let Value::Array(doomed) = values else {
             return Err(ApiError::bad_request(format!("{key} must be a list")));
@@ -170,7 +175,10 @@ fn merge_map(
         }
     }
 
-    for (key, order) in patch.iter().filter(|(k, _)| k.starts_with(SET_ELEMENT_ORDER)) {
+    for (key, order) in patch
+        .iter()
+        .filter(|(k, _)| k.starts_with(SET_ELEMENT_ORDER))
+    {
         let field_name = &key[SET_ELEMENT_ORDER.len()..];
         let Value::Array(order) = order else {
             return Err(ApiError::bad_request(format!("{key} must be a list")));
@@ -182,7 +190,9 @@ fn merge_map(
 
     if let Some(retain) = patch.get(RETAIN_KEYS) {
         let Value::Array(retain) = retain else {
-            return Err(ApiError::bad_request(format!("{RETAIN_KEYS} must be a list")));
+            return Err(ApiError::bad_request(format!(
+                "{RETAIN_KEYS} must be a list"
+            )));
         };
         original.retain(|k, _| retain.iter().any(|r| r.as_str() == Some(k)));
     }
@@ -225,7 +235,11 @@ fn clean(patch: &Value, field: &Field) -> Result<Value, ApiError> {
     })
 }
 
-fn merge_list(mut list: Vec<Value>, patch: &[Value], field: &Field) -> Result<Vec<Value>, ApiError> {
+fn merge_list(
+    mut list: Vec<Value>,
+    patch: &[Value],
+    field: &Field,
+) -> Result<Vec<Value>, ApiError> {
     let element = field.items();
     let Some(merge_key) = field.merge_key.as_deref() else {
         // A set of primitives: union, keeping the original order.
@@ -259,7 +273,9 @@ fn merge_list(mut list: Vec<Value>, patch: &[Value], field: &Field) -> Result<Ve
                 "map: {item} does not contain declared merge key: {merge_key}"
             )));
         };
-        let position = list.iter().position(|e| e.get(merge_key) == Some(key_value));
+        let position = list
+            .iter()
+            .position(|e| e.get(merge_key) == Some(key_value));
         match (directive_of(item), position) {
             (Some("delete"), Some(index)) => {
                 list.remove(index);
@@ -310,7 +326,10 @@ fn directive_of(value: &Value) -> Option<&str> {
 }
 
 fn strip_directives(map: &Map<String, Value>) -> Map<String, Value> {
-    map.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), v.clone())).collect()
+    map.iter()
+        .filter(|(k, _)| !k.starts_with('$'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn empty_like(value: &Value) -> Value {
@@ -349,7 +368,11 @@ impl Field {
 
     /// The schema of the list's elements.
     fn items(&self) -> Field {
-        Field { schema: self.schema.items(), merge_key: None, merge_strategy: false }
+        Field {
+            schema: self.schema.items(),
+            merge_key: None,
+            merge_strategy: false,
+        }
     }
 }
 
@@ -373,7 +396,10 @@ impl Schema {
                 continue;
             }
             let wrapped = ["allOf", "anyOf", "oneOf"].iter().find_map(|k| {
-                node.get(*k)?.as_array()?.iter().find(|s| s.get("type") != Some(&Value::from("null")))
+                node.get(*k)?
+                    .as_array()?
+                    .iter()
+                    .find(|s| s.get("type") != Some(&Value::from("null")))
             });
             match wrapped {
                 Some(inner) => node = inner,
@@ -385,17 +411,31 @@ impl Schema {
 
     fn field(&self, name: &str) -> Field {
         let Some(node) = self.0 else {
-            return Field { schema: Schema(None), merge_key: None, merge_strategy: false };
+            return Field {
+                schema: Schema(None),
+                merge_key: None,
+                merge_strategy: false,
+            };
         };
         let node = Self::resolved(node);
-        let property = node.get("properties").and_then(|p| p.get(name)).or_else(|| {
-            // Maps (labels, data) describe their values under additionalProperties.
-            node.get("additionalProperties").filter(|v| v.is_object())
-        });
+        let property = node
+            .get("properties")
+            .and_then(|p| p.get(name))
+            .or_else(|| {
+                // Maps (labels, data) describe their values under additionalProperties.
+                node.get("additionalProperties").filter(|v| v.is_object())
+            });
         let Some(property) = property else {
-            return Field { schema: Schema(None), merge_key: None, merge_strategy: false };
+            return Field {
+                schema: Schema(None),
+                merge_key: None,
+                merge_strategy: false,
+            };
         };
-        let strategy = property.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
+        let strategy = property
+            .get("x-kubernetes-patch-strategy")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         Field {
             schema: Schema(Some(property)),
             merge_key: property
@@ -427,8 +467,13 @@ mod tests {
     }
 
     fn smp(original: Value, patch: Value, resource: &ResourceInfo) -> Value {
-        apply_patch(PatchType::StrategicMerge, &original, patch.to_string().as_bytes(), resource)
-            .expect("patch applies")
+        apply_patch(
+            PatchType::StrategicMerge,
+            &original,
+            patch.to_string().as_bytes(),
+            resource,
+        )
+        .expect("patch applies")
     }
 
     fn deployment() -> Value {
@@ -449,8 +494,14 @@ mod tests {
             PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),
             Some(PatchType::StrategicMerge)
         );
-        assert_eq!(PatchType::from_content_type("application/json-patch+json"), Some(PatchType::Json));
-        assert_eq!(PatchType::from_content_type("application/merge-patch+json"), Some(PatchType::Merge));
+        assert_eq!(
+            PatchType::from_content_type("application/json-patch+json"),
+            Some(PatchType::Json)
+        );
+        assert_eq!(
+            PatchType::from_content_type("application/merge-patch+json"),
+            Some(PatchType::Merge)
+        );
         assert_eq!(PatchType::from_content_type("text/plain"), None);
     }
 
@@ -462,9 +513,16 @@ mod tests {
             deployments(),
         );
         let containers = &patched["spec"]["template"]["spec"]["containers"];
-        assert_eq!(containers.as_array().map(Vec::len), Some(2), "sidecar kept: {containers}");
+        assert_eq!(
+            containers.as_array().map(Vec::len),
+            Some(2),
+            "sidecar kept: {containers}"
+        );
         assert_eq!(containers[0]["image"], "nginx:2");
-        assert_eq!(containers[0]["env"][1]["value"], "2", "untouched fields survive");
+        assert_eq!(
+            containers[0]["env"][1]["value"], "2",
+            "untouched fields survive"
+        );
         assert_eq!(containers[1]["name"], "sidecar");
     }
 
@@ -486,12 +544,18 @@ mod tests {
         let patched = smp(deployment(), patch, deployments());
         let web = &patched["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(web["image"], "nginx:3");
-        assert_eq!(web["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}]));
+        assert_eq!(
+            web["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}])
+        );
         assert_eq!(
             patched["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
             "{}\n"
         );
-        assert!(patched.to_string().find("$setElementOrder").is_none(), "directives never stored");
+        assert!(
+            patched.to_string().find("$setElementOrder").is_none(),
+            "directives never stored"
+        );
     }
 
     #[test]
@@ -501,7 +565,9 @@ mod tests {
             json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}}),
             deployments(),
         );
-        let containers = patched["spec"]["template"]["spec"]["containers"].as_array().cloned();
+        let containers = patched["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .cloned();
         assert_eq!(containers.map(|c| c.len()), Some(1));
     }
 
@@ -514,7 +580,10 @@ mod tests {
             ]}}}}),
             deployments(),
         );
-        assert_eq!(patched["spec"]["template"]["spec"]["containers"], json!([{"name": "only", "image": "x"}]));
+        assert_eq!(
+            patched["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "only", "image": "x"}])
+        );
     }
 
     #[test]
@@ -539,14 +608,23 @@ mod tests {
 
     #[test]
     fn scale_style_patch_sets_a_scalar() {
-        let patched = smp(deployment(), json!({"spec": {"replicas": 3}}), deployments());
+        let patched = smp(
+            deployment(),
+            json!({"spec": {"replicas": 3}}),
+            deployments(),
+        );
         assert_eq!(patched["spec"]["replicas"], 3);
     }
 
     #[test]
     fn lists_without_strategy_are_replaced() {
-        let pod = json!({"spec": {"containers": [{"name": "c", "image": "i", "args": ["a", "b"]}]}});
-        let patched = smp(pod, json!({"spec": {"containers": [{"name": "c", "args": ["z"]}]}}), pods());
+        let pod =
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "args": ["a", "b"]}]}});
+        let patched = smp(
+            pod,
+            json!({"spec": {"containers": [{"name": "c", "args": ["z"]}]}}),
+            pods(),
+        );
         assert_eq!(patched["spec"]["containers"][0]["args"], json!(["z"]));
     }
 
@@ -554,9 +632,17 @@ mod tests {
     fn primitive_merge_lists_union_and_delete_from_primitive_list() {
         let resource = pods();
         let pod = json!({"metadata": {"finalizers": ["a", "b"]}});
-        let patched = smp(pod.clone(), json!({"metadata": {"finalizers": ["c", "a"]}}), resource);
+        let patched = smp(
+            pod.clone(),
+            json!({"metadata": {"finalizers": ["c", "a"]}}),
+            resource,
+        );
         assert_eq!(patched["metadata"]["finalizers"], json!(["a", "b", "c"]));
-        let patched = smp(pod, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}), resource);
+        let patched = smp(
+            pod,
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+            resource,
+        );
         assert_eq!(patched["metadata"]["finalizers"], json!(["b"]));
     }
 
@@ -578,7 +664,10 @@ mod tests {
             json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "sidecar"}, {"name": "web"}]}}}}),
             deployments(),
         );
-        assert_eq!(patched["spec"]["template"]["spec"]["containers"][0]["name"], "sidecar");
+        assert_eq!(
+            patched["spec"]["template"]["spec"]["containers"][0]["name"],
+            "sidecar"
+        );
     }
 
     #[test]
@@ -596,7 +685,8 @@ mod tests {
 
     #[test]
     fn json_patch_and_merge_patch() {
-        let original = json!({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas": 1}});
+        let original =
+            json!({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas": 1}});
         let patched = apply_patch(
             PatchType::Json,
             &original,
@@ -607,15 +697,21 @@ mod tests {
         assert_eq!(patched["spec"]["replicas"], 4);
         assert_eq!(patched["metadata"]["labels"]["b"], "2");
 
-        let patched = apply_patch(PatchType::Merge, &original, br#"{"metadata":{"labels":{"a":null}}}"#, deployments())
-            .expect("merge patch applies");
+        let patched = apply_patch(
+            PatchType::Merge,
+            &original,
+            br#"{"metadata":{"labels":{"a":null}}}"#,
+            deployments(),
+        )
+        .expect("merge patch applies");
         assert_eq!(patched["metadata"]["labels"], json!({}));
     }
 
     #[test]
     fn bad_patches_are_rejected_clearly() {
         let original = json!({"spec": {}});
-        let err = apply_patch(PatchType::Merge, &original, b"{not json", deployments()).expect_err("malformed");
+        let err = apply_patch(PatchType::Merge, &original, b"{not json", deployments())
+            .expect_err("malformed");
         assert_eq!(err.code(), 400);
         assert!(err.message.starts_with("error decoding patch"));
         let err = apply_patch(
@@ -626,7 +722,8 @@ mod tests {
         )
         .expect_err("failed test op");
         assert_eq!(err.code(), 422);
-        let err = apply_patch(PatchType::Apply, &original, b"{}", deployments()).expect_err("no SSA");
+        let err =
+            apply_patch(PatchType::Apply, &original, b"{}", deployments()).expect_err("no SSA");
         assert_eq!(err.code(), 415);
     }
 }

@@ -111,7 +111,16 @@ impl ResourceInfo {
     /// The verbs advertised in discovery.
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.stored {
-            &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
         } else {
             &["create"]
         }
@@ -141,10 +150,22 @@ impl ResourceInfo {
     }
 }
 
-const CORE_V1: GroupVersion = GroupVersion { group: "", version: "v1" };
-const APPS_V1: GroupVersion = GroupVersion { group: "apps", version: "v1" };
-const COORDINATION_V1: GroupVersion = GroupVersion { group: "coordination.k8s.io", version: "v1" };
-const DISCOVERY_V1: GroupVersion = GroupVersion { group: "discovery.k8s.io", version: "v1" };
+const CORE_V1: GroupVersion = GroupVersion {
+    group: "",
+    version: "v1",
+};
+const APPS_V1: GroupVersion = GroupVersion {
+    group: "apps",
+    version: "v1",
+};
+const COORDINATION_V1: GroupVersion = GroupVersion {
+    group: "coordination.k8s.io",
+    version: "v1",
+};
+const DISCOVERY_V1: GroupVersion = GroupVersion {
+    group: "discovery.k8s.io",
+    version: "v1",
+};
 
 use Subresource::*;
 
@@ -361,7 +382,9 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
 
 /// Looks a resource up by its object's `apiVersion` and `kind`.
 pub fn find_by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.kind == kind && r.group_version.api_version() == api_version)
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.group_version.api_version() == api_version)
 }
 
 /// Every group version served, core first, in discovery order.
@@ -387,9 +410,15 @@ mod tests {
     #[test]
     fn keys_separate_groups_and_namespaces() {
         let pods = find("", "v1", "pods").expect("pods are served");
-        assert_eq!(pods.key(Some("default"), "web"), "/registry/pods/default/web");
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/pods/default/web"
+        );
         let deploys = find("apps", "v1", "deployments").expect("deployments are served");
-        assert_eq!(deploys.key(Some("ns1"), "api"), "/registry/apps/deployments/ns1/api");
+        assert_eq!(
+            deploys.key(Some("ns1"), "api"),
+            "/registry/apps/deployments/ns1/api"
+        );
         let nodes = find_by_kind("v1", "Node").expect("nodes are served");
         assert_eq!(nodes.key(None, "n1"), "/registry/nodes/n1");
     }

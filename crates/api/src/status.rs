@@ -63,11 +63,19 @@ pub struct Cause {
 impl Cause {
     /// A required field is missing.
     pub fn required(field: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }
+        Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: field.into(),
+        }
     }
 
     /// A field holds a value that is not allowed.
-    pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: impl std::fmt::Display) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        detail: impl std::fmt::Display,
+    ) -> Self {
         Cause {
             reason: "FieldValueInvalid".into(),
             message: format!("Invalid value: \"{value}\": {detail}"),
@@ -85,8 +93,16 @@ impl Cause {
     }
 
     /// A field value is not one of the supported ones.
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display, supported: &[&str]) -> Self {
-        let list = supported.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        supported: &[&str],
+    ) -> Self {
+        let list = supported
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         Cause {
             reason: "FieldValueNotSupported".into(),
             message: format!("Unsupported value: \"{value}\": supported values: {list}"),
@@ -107,7 +123,7 @@ pub struct ApiError {
     pub reason: Reason,
     pub message: String,
     /// `details.group`, `details.kind`, `details.name` when the error is about one object.
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
     pub causes: Vec<Cause>,
     /// `details.retryAfterSeconds`.
     pub retry_after_seconds: Option<u32>,
@@ -126,7 +142,13 @@ pub struct Details {
 impl ApiError {
     /// An error with a reason and a message and nothing else.
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        ApiError { reason, message: message.into(), details: None, causes: Vec::new(), retry_after_seconds: None }
+        ApiError {
+            reason,
+            message: message.into(),
+            details: None,
+            causes: Vec::new(),
+            retry_after_seconds: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -139,7 +161,13 @@ impl ApiError {
 
     /// `pods "web" not found`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        Self::about(Reason::NotFound, group, plural, name, format!("{} \"{name}\" not found", qualified(group, plural)))
+        Self::about(
+            Reason::NotFound,
+            group,
+            plural,
+            name,
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        )
     }
 
     /// `pods "web" already exists`.
@@ -170,16 +198,26 @@ impl ApiError {
     /// `Deployment.apps "web" is invalid: spec.replicas: Invalid value: ...`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let kind_qualified = qualified(group, kind);
-        let list = causes.iter().map(Cause::to_string_with_field).collect::<Vec<_>>();
+        let list = causes
+            .iter()
+            .map(Cause::to_string_with_field)
+            .collect::<Vec<_>>();
         let message = match list.len() {
             0 => format!("{kind_qualified} \"{name}\" is invalid"),
             1 => format!("{kind_qualified} \"{name}\" is invalid: {}", list[0]),
-            _ => format!("{kind_qualified} \"{name}\" is invalid: [{}]", list.join(", ")),
+            _ => format!(
+                "{kind_qualified} \"{name}\" is invalid: [{}]",
+                list.join(", ")
+            ),
         };
         ApiError {
             reason: Reason::Invalid,
             message,
-            details: Some(Details { group: group.into(), kind: kind.into(), name: name.into() }),
+            details: Some(Box::new(Details {
+                group: group.into(),
+                kind: kind.into(),
+                name: name.into(),
+            })),
             causes,
             retry_after_seconds: None,
         }
@@ -194,7 +232,11 @@ impl ApiError {
         ApiError {
             reason,
             message,
-            details: Some(Details { group: group.into(), kind: plural.into(), name: name.into() }),
+            details: Some(Box::new(Details {
+                group: group.into(),
+                kind: plural.into(),
+                name: name.into(),
+            })),
             causes: Vec::new(),
             retry_after_seconds: None,
         }
@@ -244,7 +286,11 @@ impl ApiError {
 }
 
 fn qualified(group: &str, name: &str) -> String {
-    if group.is_empty() { name.to_string() } else { format!("{name}.{group}") }
+    if group.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}.{group}")
+    }
 }
 
 #[cfg(test)]
@@ -267,10 +313,21 @@ mod tests {
             "",
             "Pod",
             "web",
-            vec![Cause::required("spec.containers"), Cause::invalid("metadata.name", "Web", "must be lowercase")],
+            vec![
+                Cause::required("spec.containers"),
+                Cause::invalid("metadata.name", "Web", "must be lowercase"),
+            ],
         );
         assert_eq!(err.code(), 422);
-        assert!(err.message.starts_with("Pod \"web\" is invalid: [spec.containers: Required value, "));
-        assert_eq!(err.to_status()["details"]["causes"].as_array().map(Vec::len), Some(2));
+        assert!(
+            err.message
+                .starts_with("Pod \"web\" is invalid: [spec.containers: Required value, ")
+        );
+        assert_eq!(
+            err.to_status()["details"]["causes"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
     }
 }

@@ -57,7 +57,10 @@ pub async fn run(objects: Objects, mut shutdown: watch::Receiver<bool>) {
 
 /// Advances every terminating namespace one step.
 async fn sweep(objects: &Objects) {
-    let namespaces = match objects.list(&objects::namespaces().key_prefix(), ListOptions::default()).await {
+    let namespaces = match objects
+        .list(&objects::namespaces().key_prefix(), ListOptions::default())
+        .await
+    {
         Ok(page) => page.items,
         Err(err) => {
             tracing::warn!(%err, "namespace controller cannot list namespaces");
@@ -75,7 +78,10 @@ async fn sweep(objects: &Objects) {
 /// Deletes the namespace's content; when none is left, the namespace.
 async fn drain(objects: &Objects, namespace: &str) -> Result<(), ApiError> {
     let mut remaining = 0usize;
-    for resource in registry::RESOURCES.iter().filter(|r| r.namespaced && r.stored) {
+    for resource in registry::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced && r.stored)
+    {
         let prefix = format!("{}{namespace}/", resource.key_prefix());
         let page = objects.list(&prefix, ListOptions::default()).await?;
         for object in page.items {
@@ -83,8 +89,19 @@ async fn drain(objects: &Objects, namespace: &str) -> Result<(), ApiError> {
                 remaining += 1;
                 continue;
             }
-            let options = DeleteOptions { grace_period_seconds: Some(0), ..DeleteOptions::default() };
-            match objects.delete(resource, Some(namespace), objects::object_name(&object), &options).await {
+            let options = DeleteOptions {
+                grace_period_seconds: Some(0),
+                ..DeleteOptions::default()
+            };
+            match objects
+                .delete(
+                    resource,
+                    Some(namespace),
+                    objects::object_name(&object),
+                    &options,
+                )
+                .await
+            {
                 // Held by finalizers: it goes when they are removed.
                 Ok(left) if objects::is_terminating(&left) => remaining += 1,
                 Ok(_) => {}

@@ -13,7 +13,8 @@ use gantry_store::{KeyValue, ListOptions, Revision, Store, StoreError};
 use serde_json::{Map, Value, json};
 
 /// The namespaces every cluster starts with.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Shared access to API objects in the store.
 #[derive(Clone)]
@@ -69,10 +70,25 @@ impl Objects {
 
     /// Reads a page of objects under `prefix` (a resource's or a namespace's).
     pub async fn list(&self, prefix: &str, options: ListOptions) -> Result<Page, ApiError> {
-        let page = self.store.list(prefix, options).await.map_err(store_error)?;
-        let next_key = page.more.then(|| page.items.last().map(|kv| kv.key.clone())).flatten();
-        let items = page.items.iter().map(|kv| decode(kv).map(|s| s.object)).collect::<Result<_, _>>()?;
-        Ok(Page { items, revision: page.revision, next_key })
+        let page = self
+            .store
+            .list(prefix, options)
+            .await
+            .map_err(store_error)?;
+        let next_key = page
+            .more
+            .then(|| page.items.last().map(|kv| kv.key.clone()))
+            .flatten();
+        let items = page
+            .items
+            .iter()
+            .map(|kv| decode(kv).map(|s| s.object))
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            items,
+            revision: page.revision,
+            next_key,
+        })
     }
 
     /// Creates an object after defaulting, validation and admission.
@@ -94,12 +110,16 @@ impl Objects {
             return Ok(object);
         }
         let key = resource.key(namespace, &name);
-        let result = self.store.create(&key, encode(&object)?).await.map_err(|err| match err {
-            StoreError::AlreadyExists(_) => {
-                ApiError::already_exists(resource.group_version.group, resource.plural, &name)
-            }
-            other => store_error(other),
-        })?;
+        let result = self
+            .store
+            .create(&key, encode(&object)?)
+            .await
+            .map_err(|err| match err {
+                StoreError::AlreadyExists(_) => {
+                    ApiError::already_exists(resource.group_version.group, resource.plural, &name)
+                }
+                other => store_error(other),
+            })?;
         set_resource_version(&mut object, result.revision);
         Ok(object)
     }
@@ -173,7 +193,12 @@ impl Objects {
 
     /// Writes a pod's node assignment (`pods/binding`), the one change of
     /// `spec.nodeName` that pod-update validation must not see.
-    pub async fn bind_pod(&self, current: &Stored, bound: Value, options: WriteOptions) -> Result<Value, ApiError> {
+    pub async fn bind_pod(
+        &self,
+        current: &Stored,
+        bound: Value,
+        options: WriteOptions,
+    ) -> Result<Value, ApiError> {
         let pods = registry::find("", "v1", "pods").expect("pods are always registered");
         let name = object_name(&bound).to_string();
         if options.dry_run {
@@ -194,7 +219,9 @@ impl Objects {
     pub async fn finalize_namespace(&self, current: &Stored) -> Result<(), ApiError> {
         let name = object_name(&current.object).to_string();
         let key = namespaces().key(None, &name);
-        self.remove(namespaces(), &key, &name, current.revision).await.map(|_| ())
+        self.remove(namespaces(), &key, &name, current.revision)
+            .await
+            .map(|_| ())
     }
 
     async fn remove(
@@ -204,8 +231,11 @@ impl Objects {
         name: &str,
         revision: Revision,
     ) -> Result<Value, ApiError> {
-        let (previous, result) =
-            self.store.delete(key, Some(revision)).await.map_err(|err| write_error(resource, name, err))?;
+        let (previous, result) = self
+            .store
+            .delete(key, Some(revision))
+            .await
+            .map_err(|err| write_error(resource, name, err))?;
         let mut object = decode(&previous)?.object;
         set_resource_version(&mut object, result.revision);
         Ok(object)
@@ -213,7 +243,12 @@ impl Objects {
 
     /// Namespace lifecycle admission: no new content in a namespace that is
     /// missing or being deleted.
-    async fn admit_namespace(&self, resource: &ResourceInfo, namespace: &str, name: &str) -> Result<(), ApiError> {
+    async fn admit_namespace(
+        &self,
+        resource: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let namespaces = namespaces();
         let ns = match self.get(namespaces, None, namespace).await {
             Ok(ns) => ns,
@@ -230,11 +265,11 @@ impl Objects {
                     qualified(resource)
                 ),
             );
-            err.details = Some(gantry_api::status::Details {
+            err.details = Some(Box::new(gantry_api::status::Details {
                 group: resource.group_version.group.into(),
                 kind: resource.plural.into(),
                 name: name.into(),
-            });
+            }));
             return Err(err);
         }
         Ok(())
@@ -243,8 +278,12 @@ impl Objects {
     /// Creates the namespaces every cluster has, if missing.
     pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
         for name in SYSTEM_NAMESPACES {
-            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match self.create(namespaces(), None, namespace, WriteOptions::default()).await {
+            let namespace =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            match self
+                .create(namespaces(), None, namespace, WriteOptions::default())
+                .await
+            {
                 Ok(_) => tracing::info!(namespace = name, "created system namespace"),
                 Err(err) if err.reason == Reason::AlreadyExists => {}
                 Err(err) => return Err(err),
@@ -306,7 +345,11 @@ pub fn is_terminating(object: &Value) -> bool {
 pub fn finalizers(object: &Value) -> Vec<String> {
     object["metadata"]["finalizers"]
         .as_array()
-        .map(|list| list.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -333,22 +376,36 @@ pub fn not_found(resource: &ResourceInfo, name: &str) -> ApiError {
 
 /// The current time as Kubernetes writes timestamps.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Server-set metadata of a new object.
-fn prepare_for_create(resource: &ResourceInfo, namespace: Option<&str>, object: &mut Value) -> Result<(), ApiError> {
+fn prepare_for_create(
+    resource: &ResourceInfo,
+    namespace: Option<&str>,
+    object: &mut Value,
+) -> Result<(), ApiError> {
     let Value::Object(map) = object else {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     };
     check_type(resource, map)?;
-    map.insert("apiVersion".into(), resource.group_version.api_version().into());
+    map.insert(
+        "apiVersion".into(),
+        resource.group_version.api_version().into(),
+    );
     map.insert("kind".into(), resource.kind.into());
     if resource.has_subresource(gantry_api::Subresource::Status) && resource.kind != "Namespace" {
         map.remove("status");
     }
-    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     let Value::Object(meta) = meta else {
         return Err(ApiError::bad_request("metadata must be an object"));
     };
@@ -367,12 +424,21 @@ fn prepare_for_create(resource: &ResourceInfo, namespace: Option<&str>, object: 
     } else {
         meta.remove("namespace");
     }
-    let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let has_name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
     if !has_name && let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
         let name = format!("{prefix}{}", random_suffix());
         meta.insert("name".into(), name.into());
     }
-    for server_owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+    for server_owned in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    ] {
         meta.remove(server_owned);
     }
     meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
@@ -388,14 +454,19 @@ fn prepare_for_create(resource: &ResourceInfo, namespace: Option<&str>, object: 
 /// Objects whose desired state is a spec count its changes in `generation`.
 fn tracks_generation(resource: &ResourceInfo) -> bool {
     resource.group_version.group == "apps"
-        || matches!(resource.kind, "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume")
+        || matches!(
+            resource.kind,
+            "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume"
+        )
 }
 
 fn check_type(resource: &ResourceInfo, map: &Map<String, Value>) -> Result<(), ApiError> {
     let kind = map.get("kind").and_then(Value::as_str);
     let api_version = map.get("apiVersion").and_then(Value::as_str);
     let expected_version = resource.group_version.api_version();
-    if kind.is_some_and(|k| k != resource.kind) || api_version.is_some_and(|v| v != expected_version) {
+    if kind.is_some_and(|k| k != resource.kind)
+        || api_version.is_some_and(|v| v != expected_version)
+    {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({}) does not match the expected API version ({expected_version}) or the kind ({}) is not {}",
             api_version.unwrap_or_default(),
@@ -415,21 +486,33 @@ fn bump_generation(old: &Value, new: &mut Value) {
         v.as_object()
             .map(|m| {
                 m.iter()
-                    .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
+                    .filter(|(k, _)| {
+                        !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             })
             .unwrap_or_default()
     };
-    let next = if desired(old) != desired(new) { generation + 1 } else { generation };
+    let next = if desired(old) != desired(new) {
+        generation + 1
+    } else {
+        generation
+    };
     new["metadata"]["generation"] = next.into();
 }
 
-fn needs_graceful_deletion(resource: &ResourceInfo, object: &Value, options: &DeleteOptions) -> bool {
+fn needs_graceful_deletion(
+    resource: &ResourceInfo,
+    object: &Value,
+    options: &DeleteOptions,
+) -> bool {
     match resource.kind {
         "Namespace" => true,
         "Pod" => {
-            let bound = object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+            let bound = object["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
             let grace = options
                 .grace_period_seconds
                 .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
@@ -468,7 +551,10 @@ fn decode(kv: &KeyValue) -> Result<Stored, ApiError> {
     let mut object: Value = serde_json::from_slice(&kv.value)
         .map_err(|err| ApiError::internal(format!("stored object {} is corrupt: {err}", kv.key)))?;
     set_resource_version(&mut object, kv.mod_revision);
-    Ok(Stored { object, revision: kv.mod_revision })
+    Ok(Stored {
+        object,
+        revision: kv.mod_revision,
+    })
 }
 
 fn encode(object: &Value) -> Result<Bytes, ApiError> {
@@ -476,7 +562,9 @@ fn encode(object: &Value) -> Result<Bytes, ApiError> {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
-    serde_json::to_vec(&object).map(Bytes::from).map_err(|err| ApiError::internal(err.to_string()))
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(|err| ApiError::internal(err.to_string()))
 }
 
 pub fn set_resource_version(object: &mut Value, revision: Revision) {
@@ -487,7 +575,9 @@ pub fn set_resource_version(object: &mut Value, revision: Revision) {
 
 fn write_error(resource: &ResourceInfo, name: &str, err: StoreError) -> ApiError {
     match err {
-        StoreError::Conflict { .. } => ApiError::conflict(resource.group_version.group, resource.plural, name),
+        StoreError::Conflict { .. } => {
+            ApiError::conflict(resource.group_version.group, resource.plural, name)
+        }
         StoreError::NotFound(_) => not_found(resource, name),
         other => store_error(other),
     }
@@ -496,13 +586,18 @@ fn write_error(resource: &ResourceInfo, name: &str, err: StoreError) -> ApiError
 /// Maps store failures that are not about one object.
 pub fn store_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::Compacted { requested, compacted } => ApiError::expired(format!(
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => ApiError::expired(format!(
             "too old resource version: {requested} ({compacted})"
         )),
         StoreError::FutureRevision { requested, current } => {
             let mut err = ApiError::new(
                 Reason::Timeout,
-                format!("Too large resource version: {requested}, current resource version: {current}"),
+                format!(
+                    "Too large resource version: {requested}, current resource version: {current}"
+                ),
             );
             err.retry_after_seconds = Some(1);
             err

@@ -45,18 +45,35 @@ pub fn parse_target(group: &str, version: &str, rest: &str) -> Result<Target, Ap
         }
         _ => (None, segments),
     };
-    let not_found = || ApiError::new(Reason::NotFound, "the server could not find the requested resource");
+    let not_found = || {
+        ApiError::new(
+            Reason::NotFound,
+            "the server could not find the requested resource",
+        )
+    };
     let (resource, name, sub) = match segments.as_slice() {
         [plural] => (find(plural).ok_or_else(not_found)?, None, None),
-        [plural, name] => (find(plural).ok_or_else(not_found)?, Some(name.to_string()), None),
+        [plural, name] => (
+            find(plural).ok_or_else(not_found)?,
+            Some(name.to_string()),
+            None,
+        ),
         [plural, name, sub] => {
             let resource = find(plural).ok_or_else(not_found)?;
-            let sub = Subresource::from_name(sub).filter(|s| resource.has_subresource(*s)).ok_or_else(not_found)?;
+            let sub = Subresource::from_name(sub)
+                .filter(|s| resource.has_subresource(*s))
+                .ok_or_else(not_found)?;
             (resource, Some(name.to_string()), Some(sub))
         }
         _ => return Err(not_found()),
     };
-    Ok(Target { resource, namespace, name, subresource: sub, legacy_watch })
+    Ok(Target {
+        resource,
+        namespace,
+        name,
+        subresource: sub,
+        legacy_watch,
+    })
 }
 
 /// Serves one resource request.
@@ -73,10 +90,15 @@ pub async fn handle(
     let write = WriteOptions { dry_run };
     let resource = target.resource;
     let namespace = target.namespace.as_deref();
-    if !resource.stored && !(method == Method::POST && resource.kind == "Binding") {
-        return Err(ApiError::new(Reason::MethodNotAllowed, "the server does not allow this method on the requested resource"));
+    let creates_binding = method == Method::POST && resource.kind == "Binding";
+    if !resource.stored && !creates_binding {
+        return Err(ApiError::new(
+            Reason::MethodNotAllowed,
+            "the server does not allow this method on the requested resource",
+        ));
     }
-    let watching = target.legacy_watch || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watching =
+        target.legacy_watch || query.get("watch").is_some_and(|w| w == "true" || w == "1");
     match (method.as_str(), target.name.as_deref(), target.subresource) {
         ("GET", None, None) if watching => watch(objects, &target, query, format).await,
         ("GET", None, None) => list(objects, &target, query, format).await,
@@ -91,27 +113,37 @@ pub async fn handle(
             Ok(format.object(resource, stored.object, StatusCode::OK))
         }
         ("POST", None, None) if resource.kind == "Binding" => {
-            bind(objects, namespace, &decode_body(&body)?, write).await.map(|s| json_response(StatusCode::CREATED, s))
+            bind(objects, namespace, &decode_body(&body)?, write)
+                .await
+                .map(|s| json_response(StatusCode::CREATED, s))
         }
         ("POST", None, None) => {
-            let created = objects.create(resource, namespace, decode_body(&body)?, write).await?;
+            let created = objects
+                .create(resource, namespace, decode_body(&body)?, write)
+                .await?;
             Ok(format.object(resource, created, StatusCode::CREATED))
         }
         ("POST", Some(name), Some(Subresource::Binding)) => {
             let mut binding = decode_body(&body)?;
             binding["metadata"]["name"] = name.into();
-            bind(objects, namespace, &binding, write).await.map(|s| json_response(StatusCode::CREATED, s))
+            bind(objects, namespace, &binding, write)
+                .await
+                .map(|s| json_response(StatusCode::CREATED, s))
         }
         ("PUT", Some(name), sub) => {
             let updated = update(objects, &target, name, sub, decode_body(&body)?, write).await?;
             Ok(format.object(resource, updated, StatusCode::OK))
         }
         ("PATCH", Some(name), sub) => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let patch_type = PatchType::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(Reason::UnsupportedMediaType, format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
             })?;
-            let patched = patch_object(objects, &target, name, sub, patch_type, &body, write).await?;
+            let patched =
+                patch_object(objects, &target, name, sub, patch_type, &body, write).await?;
             Ok(format.object(resource, patched, StatusCode::OK))
         }
         ("GET", Some(name), Some(Subresource::Status)) => {
@@ -125,19 +157,36 @@ pub async fn handle(
         ("DELETE", Some(name), None) => {
             let options = delete_options(query, &body, dry_run)?;
             let deleted = objects.delete(resource, namespace, name, &options).await?;
-            let code = if objects::is_terminating(&deleted) && resource.kind != "Pod" { StatusCode::ACCEPTED } else { StatusCode::OK };
+            let code = if objects::is_terminating(&deleted) && resource.kind != "Pod" {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
             Ok(format.object(resource, deleted, code))
         }
         ("DELETE", None, None) => delete_collection(objects, &target, query, &body, dry_run).await,
-        _ => Err(ApiError::new(Reason::MethodNotAllowed, "the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::new(
+            Reason::MethodNotAllowed,
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
-async fn list(objects: &Objects, target: &Target, query: &HashMap<String, String>, format: ResponseFormat) -> Result<Response, ApiError> {
+async fn list(
+    objects: &Objects,
+    target: &Target,
+    query: &HashMap<String, String>,
+    format: ResponseFormat,
+) -> Result<Response, ApiError> {
     let resource = target.resource;
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
-    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let labels =
+        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     let (mut revision, mut start_after) = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let (revision, key) = decode_continue(token)?;
@@ -151,10 +200,21 @@ async fn list(objects: &Objects, target: &Target, query: &HashMap<String, String
     loop {
         let want = limit.map(|l| l - items.len());
         let page = objects
-            .list(&prefix, ListOptions { revision, start_after: start_after.clone(), limit: want.map(|w| w.max(1)) })
+            .list(
+                &prefix,
+                ListOptions {
+                    revision,
+                    start_after: start_after.clone(),
+                    limit: want.map(|w| w.max(1)),
+                },
+            )
             .await?;
         revision = Some(page.revision);
-        items.extend(page.items.into_iter().filter(|o| labels.matches(o) && fields.matches(o)));
+        items.extend(
+            page.items
+                .into_iter()
+                .filter(|o| labels.matches(o) && fields.matches(o)),
+        );
         match page.next_key {
             Some(key) if limit.is_some_and(|l| items.len() < l) => start_after = Some(key),
             Some(key) => {
@@ -194,13 +254,16 @@ fn collection_prefix(target: &Target) -> String {
 /// page comes from one snapshot (and a compacted one answers 410).
 fn encode_continue(revision: Revision, key: &str) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": revision, "start": key}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": revision, "start": key}).to_string())
 }
 
 fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
     use base64::Engine as _;
     let invalid = || ApiError::bad_request("continue key is not valid");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     let revision = value["rv"].as_u64().ok_or_else(invalid)?;
     let key = value["start"].as_str().ok_or_else(invalid)?.to_string();
@@ -216,16 +279,23 @@ async fn update(
     write: WriteOptions,
 ) -> Result<Value, ApiError> {
     let resource = target.resource;
-    let current = objects.get(resource, target.namespace.as_deref(), name).await?;
+    let current = objects
+        .get(resource, target.namespace.as_deref(), name)
+        .await?;
     if sub == Some(Subresource::Scale) {
-        let replicas = object["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
+        let replicas = object["spec"]["replicas"]
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
         let mut scaled = current.object.clone();
         scaled["spec"]["replicas"] = replicas.into();
         check_resource_version(resource, name, &object, &current)?;
         let updated = objects.replace(resource, &current, scaled, write).await?;
         return Ok(scale_view(&updated));
     }
-    if object["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+    if object["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n != name)
+    {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
             object["metadata"]["name"].as_str().unwrap_or_default()
@@ -239,13 +309,24 @@ async fn update(
 /// Keeps what a client may not change through this endpoint: server-set
 /// metadata always; `status` on the main resource and everything but
 /// `status` on the status subresource.
-fn merge_server_fields(resource: &ResourceInfo, sub: Option<Subresource>, current: &Value, mut object: Value) -> Value {
+fn merge_server_fields(
+    resource: &ResourceInfo,
+    sub: Option<Subresource>,
+    current: &Value,
+    mut object: Value,
+) -> Value {
     if sub == Some(Subresource::Status) {
         let mut merged = current.clone();
         merged["status"] = object["status"].take();
         return merged;
     }
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match current["metadata"].get(field) {
             Some(value) => object["metadata"][field] = value.clone(),
             None => {
@@ -273,11 +354,16 @@ fn merge_server_fields(resource: &ResourceInfo, sub: Option<Subresource>, curren
     object
 }
 
-fn check_resource_version(resource: &ResourceInfo, name: &str, object: &Value, current: &Stored) -> Result<(), ApiError> {
+fn check_resource_version(
+    resource: &ResourceInfo,
+    name: &str,
+    object: &Value,
+    current: &Stored,
+) -> Result<(), ApiError> {
     match object["metadata"]["resourceVersion"].as_str() {
-        Some(rv) if !rv.is_empty() && rv != current.revision.to_string() => {
-            Err(ApiError::conflict(resource.group_version.group, resource.plural, name))
-        }
+        Some(rv) if !rv.is_empty() && rv != current.revision.to_string() => Err(
+            ApiError::conflict(resource.group_version.group, resource.plural, name),
+        ),
         _ => Ok(()),
     }
 }
@@ -297,14 +383,21 @@ async fn patch_object(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = objects.get(resource, target.namespace.as_deref(), name).await?;
+        let current = objects
+            .get(resource, target.namespace.as_deref(), name)
+            .await?;
         let result = if sub == Some(Subresource::Scale) {
             let view = scale_view(&current.object);
             let patched = patch::apply_patch(patch_type, &view, body, scale_resource())?;
-            let replicas = patched["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
+            let replicas = patched["spec"]["replicas"]
+                .as_i64()
+                .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
             let mut scaled = current.object.clone();
             scaled["spec"]["replicas"] = replicas.into();
-            objects.replace(resource, &current, scaled, write).await.map(|o| scale_view(&o))
+            objects
+                .replace(resource, &current, scaled, write)
+                .await
+                .map(|o| scale_view(&o))
         } else {
             let patched = patch::apply_patch(patch_type, &current.object, body, resource)?;
             check_resource_version(resource, name, &patched, &current)?;
@@ -312,14 +405,19 @@ async fn patch_object(
             objects.replace(resource, &current, merged, write).await
         };
         match result {
-            Err(err) if err.reason == Reason::Conflict && attempts < 5 && !patch_pins_version(body) => continue,
+            Err(err)
+                if err.reason == Reason::Conflict && attempts < 5 && !patch_pins_version(body) =>
+            {
+                continue;
+            }
             other => return other,
         }
     }
 }
 
 fn patch_pins_version(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body).is_ok_and(|p| p["metadata"]["resourceVersion"].is_string())
+    serde_json::from_slice::<Value>(body)
+        .is_ok_and(|p| p["metadata"]["resourceVersion"].is_string())
 }
 
 /// The `autoscaling/v1` `Scale` view of a workload.
@@ -327,7 +425,13 @@ fn scale_view(object: &Value) -> Value {
     let meta = &object["metadata"];
     let selector = object["spec"]["selector"]["matchLabels"]
         .as_object()
-        .map(|labels| labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -347,16 +451,37 @@ fn scale_resource() -> &'static ResourceInfo {
 }
 
 /// `pods/binding`: assigns an unscheduled pod to a node.
-async fn bind(objects: &Objects, namespace: Option<&str>, binding: &Value, write: WriteOptions) -> Result<Value, ApiError> {
+async fn bind(
+    objects: &Objects,
+    namespace: Option<&str>,
+    binding: &Value,
+    write: WriteOptions,
+) -> Result<Value, ApiError> {
     let pods = registry::find("", "v1", "pods").expect("pods are registered");
     let name = binding["metadata"]["name"].as_str().unwrap_or_default();
-    let node = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| {
-        ApiError::invalid("", "Binding", name, vec![gantry_api::Cause::required("target.name")])
-    })?;
+    let node = binding["target"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "",
+                "Binding",
+                name,
+                vec![gantry_api::Cause::required("target.name")],
+            )
+        })?;
     let current = objects.get(pods, namespace, name).await?;
-    if current.object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
+    if current.object["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty())
+    {
         let mut err = ApiError::conflict("", "pods", name);
-        err.message = format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{}\"", current.object["spec"]["nodeName"].as_str().unwrap_or_default());
+        err.message = format!(
+            "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{}\"",
+            current.object["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+        );
         return Err(err);
     }
     if objects::is_terminating(&current.object) {
@@ -367,19 +492,43 @@ async fn bind(objects: &Objects, namespace: Option<&str>, binding: &Value, write
     // Binding is the one sanctioned change of an existing pod's nodeName, so
     // it is written without the pod-update validation that forbids it.
     objects.bind_pod(&current, bound, write).await?;
-    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    Ok(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
 }
 
-async fn delete_collection(objects: &Objects, target: &Target, query: &HashMap<String, String>, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
+async fn delete_collection(
+    objects: &Objects,
+    target: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
     let resource = target.resource;
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let labels =
+        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
     let options = delete_options(query, body, dry_run)?;
-    let page = objects.list(&collection_prefix(target), ListOptions::default()).await?;
+    let page = objects
+        .list(&collection_prefix(target), ListOptions::default())
+        .await?;
     let mut deleted = Vec::new();
-    for object in page.items.into_iter().filter(|o| labels.matches(o) && fields.matches(o)) {
+    for object in page
+        .items
+        .into_iter()
+        .filter(|o| labels.matches(o) && fields.matches(o))
+    {
         let namespace = objects::object_namespace(&object).map(str::to_string);
-        match objects.delete(resource, namespace.as_deref(), objects::object_name(&object), &options).await {
+        match objects
+            .delete(
+                resource,
+                namespace.as_deref(),
+                objects::object_name(&object),
+                &options,
+            )
+            .await
+        {
             Ok(object) => deleted.push(object),
             Err(err) if err.reason == Reason::NotFound => {}
             Err(err) => return Err(err),
@@ -394,42 +543,73 @@ async fn delete_collection(objects: &Objects, target: &Target, query: &HashMap<S
     Ok(json_response(StatusCode::OK, list))
 }
 
-fn delete_options(query: &HashMap<String, String>, body: &[u8], dry_run: bool) -> Result<DeleteOptions, ApiError> {
+fn delete_options(
+    query: &HashMap<String, String>,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<DeleteOptions, ApiError> {
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
-        serde_json::from_slice(body).map_err(|err| ApiError::bad_request(format!("invalid DeleteOptions: {err}")))?
+        serde_json::from_slice(body)
+            .map_err(|err| ApiError::bad_request(format!("invalid DeleteOptions: {err}")))?
     };
-    let body_dry_run = body["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All"));
+    let body_dry_run = body["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|v| v == "All"));
     Ok(DeleteOptions {
-        grace_period_seconds: body["gracePeriodSeconds"].as_i64().or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
-        propagation_policy: body["propagationPolicy"].as_str().map(str::to_string).or_else(|| query.get("propagationPolicy").cloned()),
+        grace_period_seconds: body["gracePeriodSeconds"]
+            .as_i64()
+            .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
+        propagation_policy: body["propagationPolicy"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| query.get("propagationPolicy").cloned()),
         precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_string),
-        precondition_resource_version: body["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        precondition_resource_version: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
         dry_run: dry_run || body_dry_run,
     })
 }
 
-async fn watch(objects: &Objects, target: &Target, query: &HashMap<String, String>, format: ResponseFormat) -> Result<Response, ApiError> {
+async fn watch(
+    objects: &Objects,
+    target: &Target,
+    query: &HashMap<String, String>,
+    format: ResponseFormat,
+) -> Result<Response, ApiError> {
     let resource = target.resource;
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let labels =
+        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
     let prefix = collection_prefix(target);
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(30 * 60));
-    let requested = query.get("resourceVersion").filter(|rv| !rv.is_empty() && *rv != "0");
+    let requested = query
+        .get("resourceVersion")
+        .filter(|rv| !rv.is_empty() && *rv != "0");
     let (initial, start) = match requested {
         Some(rv) => {
-            let rv = rv.parse::<Revision>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            let rv = rv
+                .parse::<Revision>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
             (Vec::new(), rv)
         }
         None => {
             let page = objects.list(&prefix, ListOptions::default()).await?;
-            let items = page.items.into_iter().filter(|o| labels.matches(o) && fields.matches(o)).collect();
+            let items = page
+                .items
+                .into_iter()
+                .filter(|o| labels.matches(o) && fields.matches(o))
+                .collect();
             (items, page.revision)
         }
     };
@@ -439,15 +619,25 @@ async fn watch(objects: &Objects, target: &Target, query: &HashMap<String, Strin
             // Kubernetes reports an expired start inside the stream.
             let status = objects::store_error(err).to_status();
             let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
-            return Ok(stream_response(futures::stream::once(async move { Ok(Bytes::from(line)) }).boxed()));
+            return Ok(stream_response(
+                futures::stream::once(async move { Ok(Bytes::from(line)) }).boxed(),
+            ));
         }
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let filter = WatchFilter { labels, fields, format, resource };
+    let filter = WatchFilter {
+        labels,
+        fields,
+        format,
+        resource,
+    };
     tokio::spawn(async move {
         let send = |event_type: &str, object: Value| {
             let object = filter.render(object);
-            Bytes::from(format!("{}\n", json!({"type": event_type, "object": object})))
+            Bytes::from(format!(
+                "{}\n",
+                json!({"type": event_type, "object": object})
+            ))
         };
         for object in initial {
             if sender.send(send("ADDED", object)).await.is_err() {
@@ -488,7 +678,8 @@ async fn watch(objects: &Objects, target: &Target, query: &HashMap<String, Strin
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<_, std::convert::Infallible>);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver)
+        .map(Ok::<_, std::convert::Infallible>);
     Ok(stream_response(stream.boxed()))
 }
 
@@ -515,7 +706,9 @@ impl WatchFilter {
         match event {
             Event::Put { kv, prev } => {
                 let object = decode(&kv, kv.mod_revision)?;
-                let was = prev.and_then(|p| decode(&p, kv.mod_revision)).map(|p| self.matches(&p));
+                let was = prev
+                    .and_then(|p| decode(&p, kv.mod_revision))
+                    .map(|p| self.matches(&p));
                 match (was, self.matches(&object)) {
                     (Some(true), true) => Some(("MODIFIED", object)),
                     (Some(true), false) => Some(("DELETED", object)),
@@ -538,10 +731,18 @@ impl WatchFilter {
     }
 }
 
-fn stream_response(stream: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>>) -> Response {
+fn stream_response(
+    stream: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>>,
+) -> Response {
     let mut response = Response::new(Body::from_stream(stream));
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache, private"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, private"),
+    );
     response
 }
 
@@ -554,19 +755,28 @@ pub enum ResponseFormat {
 
 impl ResponseFormat {
     fn from_headers(headers: &HeaderMap) -> Self {
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let wants_table = accept.split(',').any(|media| {
             let media = media.replace(' ', "");
             media.contains("as=Table") && media.contains("g=meta.k8s.io")
         });
-        if wants_table { ResponseFormat::Table } else { ResponseFormat::Json }
+        if wants_table {
+            ResponseFormat::Table
+        } else {
+            ResponseFormat::Json
+        }
     }
 
     fn object(self, resource: &ResourceInfo, object: Value, code: StatusCode) -> Response {
         match self {
             ResponseFormat::Table if resource.stored => {
-                let mut table = table::to_table(resource, std::slice::from_ref(&object), SystemTime::now());
-                table["metadata"] = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                let mut table =
+                    table::to_table(resource, std::slice::from_ref(&object), SystemTime::now());
+                table["metadata"] =
+                    json!({"resourceVersion": object["metadata"]["resourceVersion"]});
                 json_response(code, table)
             }
             _ => json_response(code, object),
@@ -576,14 +786,19 @@ impl ResponseFormat {
 
 fn decode_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request(format!("the object provided is unrecognized or malformed: {err}"))
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized or malformed: {err}"
+        ))
     })
 }
 
 /// A JSON response with a status code.
 pub fn json_response(code: StatusCode, value: Value) -> Response {
     let mut response = (code, value.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -594,10 +809,16 @@ mod tests {
     #[test]
     fn paths_resolve_to_targets() {
         let t = parse_target("", "v1", "namespaces/web/pods/p1/status").expect("pod status");
-        assert_eq!((t.resource.plural, t.namespace.as_deref(), t.name.as_deref()), ("pods", Some("web"), Some("p1")));
+        assert_eq!(
+            (t.resource.plural, t.namespace.as_deref(), t.name.as_deref()),
+            ("pods", Some("web"), Some("p1"))
+        );
         assert_eq!(t.subresource, Some(Subresource::Status));
         let t = parse_target("", "v1", "namespaces/web").expect("namespace");
-        assert_eq!((t.resource.plural, t.name.as_deref(), t.namespace), ("namespaces", Some("web"), None));
+        assert_eq!(
+            (t.resource.plural, t.name.as_deref(), t.namespace),
+            ("namespaces", Some("web"), None)
+        );
         let t = parse_target("", "v1", "namespaces/web/finalize").expect("namespace finalize");
         assert_eq!(t.subresource, Some(Subresource::Finalize));
         let t = parse_target("apps", "v1", "watch/namespaces/x/deployments").expect("legacy watch");
@@ -612,15 +833,26 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip() {
         let token = encode_continue(42, "/registry/pods/default/web");
-        assert_eq!(decode_continue(&token).expect("valid"), (42, "/registry/pods/default/web".to_string()));
+        assert_eq!(
+            decode_continue(&token).expect("valid"),
+            (42, "/registry/pods/default/web".to_string())
+        );
         assert!(decode_continue("garbage!").is_err());
     }
 
     #[test]
     fn table_is_negotiated_from_accept() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, "application/json;as=Table;v=v1;g=meta.k8s.io,application/json".parse().expect("header"));
-        assert_eq!(ResponseFormat::from_headers(&headers), ResponseFormat::Table);
+        headers.insert(
+            header::ACCEPT,
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(
+            ResponseFormat::from_headers(&headers),
+            ResponseFormat::Table
+        );
         headers.insert(header::ACCEPT, "application/json".parse().expect("header"));
         assert_eq!(ResponseFormat::from_headers(&headers), ResponseFormat::Json);
     }

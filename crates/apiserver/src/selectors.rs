@@ -29,7 +29,9 @@ impl LabelSelector {
                 continue;
             }
             requirements.push(parse_requirement(term).ok_or_else(|| {
-                ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {term:?}"))
+                ApiError::bad_request(format!(
+                    "unable to parse requirement: invalid label selector: {term:?}"
+                ))
             })?);
         }
         Ok(LabelSelector(requirements))
@@ -74,7 +76,10 @@ fn parse_requirement(term: &str) -> Option<LabelRequirement> {
         return valid_key(key.trim()).then(|| LabelRequirement::NotExists(key.trim().into()));
     }
     if let Some((key, value)) = term.split_once("!=") {
-        return Some(LabelRequirement::NotEquals(valid(key)?, value.trim().into()));
+        return Some(LabelRequirement::NotEquals(
+            valid(key)?,
+            value.trim().into(),
+        ));
     }
     if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
         return Some(LabelRequirement::Equals(valid(key)?, value.trim().into()));
@@ -82,9 +87,17 @@ fn parse_requirement(term: &str) -> Option<LabelRequirement> {
     for (word, negated) in [(" notin ", true), (" in ", false)] {
         if let Some((key, rest)) = term.split_once(word) {
             let values = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-            let values = values.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            let values = values
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
             let key = valid(key)?;
-            return Some(if negated { LabelRequirement::NotIn(key, values) } else { LabelRequirement::In(key, values) });
+            return Some(if negated {
+                LabelRequirement::NotIn(key, values)
+            } else {
+                LabelRequirement::In(key, values)
+            });
         }
     }
     valid_key(term).then(|| LabelRequirement::Exists(term.into()))
@@ -96,7 +109,10 @@ fn valid(key: &str) -> Option<String> {
 }
 
 fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 /// A parsed field selector: `metadata.name=x,spec.nodeName!=`.
@@ -112,7 +128,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{term}'; can't understand '{term}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{term}'; can't understand '{term}'"
+                )));
             };
             terms.push((field.trim().to_string(), equal, value.trim().to_string()));
         }

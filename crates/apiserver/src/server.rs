@@ -22,8 +22,8 @@ use serde_json::Value;
 use crate::auth::{AuthError, Authenticator};
 use crate::namespaces;
 use crate::objects::Objects;
-use crate::rest;
 use crate::pki::{ClusterPki, PkiError};
+use crate::rest;
 use crate::tls::{PeerCertificates, serve_tls};
 
 /// Everything `gantry server` (or a test) chooses about one server instance.
@@ -91,7 +91,12 @@ pub async fn run(
         config.bind_address
     };
     let server_url = format!("https://{}", SocketAddr::new(client_host, local.port()));
-    pki.write_kubeconfig(&config.kubeconfig_output, &server_url, "admin", &["system:masters"])?;
+    pki.write_kubeconfig(
+        &config.kubeconfig_output,
+        &server_url,
+        "admin",
+        &["system:masters"],
+    )?;
     let store = {
         let path = config.data_dir.join("store.redb");
         tokio::task::spawn_blocking(move || gantry_store::RedbStore::open(path))
@@ -101,7 +106,10 @@ pub async fn run(
     store.enable_auto_compaction(gantry_store::CompactionPolicy::kubernetes_default())?;
     let store = Arc::new(store);
     let objects = Objects::new(store.clone());
-    objects.ensure_system_namespaces().await.map_err(ServerError::Bootstrap)?;
+    objects
+        .ensure_system_namespaces()
+        .await
+        .map_err(ServerError::Bootstrap)?;
     let state = AppState {
         authenticator: Arc::new(Authenticator::new(config.token_file.as_deref())?),
         server_address: local.to_string(),
@@ -122,7 +130,11 @@ pub async fn run(
 }
 
 fn serving_names(tls_sans: &[String]) -> (Vec<String>, Vec<IpAddr>) {
-    let mut dns = vec!["localhost".to_string(), "kubernetes".to_string(), "kubernetes.default".to_string()];
+    let mut dns = vec![
+        "localhost".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+    ];
     let mut ips = vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([10, 43, 0, 1])];
     for san in tls_sans {
         match san.parse::<IpAddr>() {
@@ -138,7 +150,10 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(ok_text))
         .route("/livez", get(ok_text))
         .route("/readyz", get(ok_text))
-        .route("/version", get(|| async { json(discovery::version_info()) }))
+        .route(
+            "/version",
+            get(|| async { json(discovery::version_info()) }),
+        )
         .route("/api", get(api_versions))
         .route("/apis", get(|| async { json(discovery::api_group_list()) }))
         .route("/api/{version}", get(core_resources))
@@ -148,8 +163,16 @@ fn router(state: AppState) -> Router {
         .route("/openapi/v3", get(|| async { json(openapi::v3_root()) }))
         .route("/openapi/v3/{*path}", get(openapi_v3))
         .route("/api/{version}/{*rest}", any(core_resource_request))
-        .route("/apis/{group}/{version}/{*rest}", any(group_resource_request))
-        .fallback(|| async { status(ApiError::new(Reason::NotFound, "the server could not find the requested resource")) })
+        .route(
+            "/apis/{group}/{version}/{*rest}",
+            any(group_resource_request),
+        )
+        .fallback(|| async {
+            status(ApiError::new(
+                Reason::NotFound,
+                "the server could not find the requested resource",
+            ))
+        })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -158,9 +181,18 @@ fn router(state: AppState) -> Router {
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let public = matches!(path, "/healthz" | "/livez" | "/readyz" | "/version");
-    let certificates = request.extensions().get::<PeerCertificates>().and_then(|p| p.0.clone());
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match state.authenticator.authenticate(certificates.as_deref().map(|c| c.as_slice()), authorization) {
+    let certificates = request
+        .extensions()
+        .get::<PeerCertificates>()
+        .and_then(|p| p.0.clone());
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state
+        .authenticator
+        .authenticate(certificates.as_deref().map(|c| c.as_slice()), authorization)
+    {
         Ok(user) => {
             tracing::debug!(user = %user.name, method = %request.method(), uri = %request.uri(), "request");
             next.run(request).await
@@ -209,10 +241,16 @@ fn resource_list(group: &str, version: &str) -> Response {
 
 /// kubectl reads the v2 document only as protobuf; other clients get JSON.
 async fn openapi_v2(headers: axum::http::HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if accept.contains(openapi::V2_PROTOBUF_MEDIA_TYPE) {
         let mut response = Response::new(Body::from(openapi::v2_document_protobuf()));
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(openapi::V2_PROTOBUF_CONTENT_TYPE));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(openapi::V2_PROTOBUF_CONTENT_TYPE),
+        );
         return response;
     }
     bytes_json(openapi::v2_document())
@@ -235,7 +273,13 @@ async fn group_resource_request(
 }
 
 /// Hands a resource request to the REST layer; every failure becomes a Status.
-async fn resource_request(state: AppState, group: &str, version: &str, rest: &str, request: Request) -> Response {
+async fn resource_request(
+    state: AppState,
+    group: &str,
+    version: &str,
+    rest: &str,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let query: std::collections::HashMap<String, String> = parts
         .uri
@@ -244,10 +288,25 @@ async fn resource_request(state: AppState, group: &str, version: &str, rest: &st
         .unwrap_or_default();
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
-        Err(_) => return status(ApiError::new(Reason::BadRequest, "the request body is too large or unreadable")),
+        Err(_) => {
+            return status(ApiError::new(
+                Reason::BadRequest,
+                "the request body is too large or unreadable",
+            ));
+        }
     };
     let outcome = match rest::parse_target(group, version, rest) {
-        Ok(target) => rest::handle(&state.objects, &parts.method, target, &query, &parts.headers, body).await,
+        Ok(target) => {
+            rest::handle(
+                &state.objects,
+                &parts.method,
+                target,
+                &query,
+                &parts.headers,
+                body,
+            )
+            .await
+        }
         Err(err) => Err(err),
     };
     match outcome {
@@ -270,7 +329,10 @@ async fn openapi_v3(UrlPath(path): UrlPath<String>) -> Response {
 }
 
 fn not_found() -> Response {
-    status(ApiError::new(Reason::NotFound, "the server could not find the requested resource"))
+    status(ApiError::new(
+        Reason::NotFound,
+        "the server could not find the requested resource",
+    ))
 }
 
 fn json(value: Value) -> Response {
@@ -279,7 +341,10 @@ fn json(value: Value) -> Response {
 
 fn bytes_json(body: impl Into<Body>) -> Response {
     let mut response = Response::new(body.into());
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
