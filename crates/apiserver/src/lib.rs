@@ -1,5 +1,6 @@
 //! Gantry's Kubernetes-compatible API server: HTTPS, authentication, admission and the REST verbs over the store.
 
+pub mod allocators;
 pub mod auth;
 pub mod namespaces;
 pub mod objects;

@@ -12,6 +12,8 @@ use gantry_api::{ApiError, Reason, ResourceInfo, defaulting, registry, validatio
 use gantry_store::{KeyValue, ListOptions, Revision, Store, StoreError};
 use serde_json::{Map, Value, json};
 
+use crate::allocators;
+
 /// The namespaces every cluster starts with.
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -20,6 +22,8 @@ pub const SYSTEM_NAMESPACES: &[&str] =
 #[derive(Clone)]
 pub struct Objects {
     store: Arc<dyn Store>,
+    /// Serialises Service creation, so two Services never get one address.
+    allocation: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An object as read, with the revision a compare-and-swap must name.
@@ -46,7 +50,10 @@ pub struct WriteOptions {
 
 impl Objects {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Objects { store }
+        Objects {
+            store,
+            allocation: Arc::default(),
+        }
     }
 
     /// The store, for watches.
@@ -106,6 +113,17 @@ impl Objects {
         if let Some(ns) = namespace.filter(|_| resource.namespaced) {
             self.admit_namespace(resource, ns, &name).await?;
         }
+        let _allocation = if resource.kind == "Service" {
+            let guard = self.allocation.lock().await;
+            let services = self
+                .list(&resource.key_prefix(), ListOptions::default())
+                .await?
+                .items;
+            allocators::allocate(&mut object, &allocators::InUse::from_services(&services))?;
+            Some(guard)
+        } else {
+            None
+        };
         if options.dry_run {
             return Ok(object);
         }
@@ -121,7 +139,25 @@ impl Objects {
                 other => store_error(other),
             })?;
         set_resource_version(&mut object, result.revision);
+        if resource.kind == "Namespace" {
+            self.ensure_default_service_account(&name).await?;
+        }
         Ok(object)
+    }
+
+    /// Every namespace has a `default` ServiceAccount, which pods use unless
+    /// they name another.
+    async fn ensure_default_service_account(&self, namespace: &str) -> Result<(), ApiError> {
+        let accounts = registry::find("", "v1", "serviceaccounts")
+            .expect("serviceaccounts are always registered");
+        let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
+        match Box::pin(self.create(accounts, Some(namespace), account, WriteOptions::default()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.reason == Reason::AlreadyExists => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     /// Replaces an object, checked against `expected` (the revision the
@@ -275,8 +311,39 @@ impl Objects {
         Ok(())
     }
 
+    /// Creates what every cluster has, if missing: the system namespaces and
+    /// the `kubernetes` Service holding the first service address.
+    pub async fn bootstrap(&self, https_port: u16) -> Result<(), ApiError> {
+        self.ensure_system_namespaces().await?;
+        let services =
+            registry::find("", "v1", "services").expect("services are always registered");
+        if self
+            .get(services, Some("default"), "kubernetes")
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {
+                "clusterIP": allocators::first_service_ip().to_string(),
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": https_port}],
+            },
+        });
+        match self
+            .create(services, Some("default"), service, WriteOptions::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.reason == Reason::AlreadyExists => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Creates the namespaces every cluster has, if missing.
-    pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
+    async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
         for name in SYSTEM_NAMESPACES {
             let namespace =
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});

@@ -107,7 +107,7 @@ pub async fn run(
     let store = Arc::new(store);
     let objects = Objects::new(store.clone());
     objects
-        .ensure_system_namespaces()
+        .bootstrap(local.port())
         .await
         .map_err(ServerError::Bootstrap)?;
     let state = AppState {

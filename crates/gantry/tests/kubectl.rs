@@ -186,6 +186,14 @@ fn apply_creates_then_reports_unchanged_then_configures() {
     assert!(table.contains("configmap/settings   1"), "{table}");
     assert!(table.contains("secret/credentials   Opaque   1"), "{table}");
 
+    let ip = server.ok(&["get", "svc", "web", "-n", "shop", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(ip.starts_with("10.43.") && ip != "10.43.0.1", "allocated from the service CIDR: {ip}");
+    assert_eq!(server.ok(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]), "10.43.0.1");
+    assert_eq!(server.ok(&["get", "serviceaccount", "-n", "shop", "-o", "name"]).trim(), "serviceaccount/default");
+    let clash = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: clash\n  namespace: shop\nspec:\n  clusterIP: {ip}\n  ports: [{{port: 80}}]\n");
+    let refused = server.kubectl_with_input(&["apply", "-f", "-"], Some(&clash));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("provided IP is already allocated"));
+
     let yaml = server.ok(&["get", "cm", "settings", "-n", "shop", "-o", "yaml"]);
     assert!(yaml.contains("color: blue") && yaml.contains("resourceVersion:") && yaml.contains("uid:"), "{yaml}");
     let json: serde_json::Value =
