@@ -295,6 +295,18 @@ async fn resource_request(
             ));
         }
     };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return status(ApiError::new(
+            Reason::UnsupportedMediaType,
+            "this server does not decode protobuf request bodies yet (kubectl's `create <kind>` generators send them); \
+             use `kubectl create -f` or `kubectl apply -f` with a manifest instead",
+        ));
+    }
     let outcome = match rest::parse_target(group, version, rest) {
         Ok(target) => {
             rest::handle(
