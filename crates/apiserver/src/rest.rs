@@ -18,7 +18,7 @@ use gantry_store::{Event, ListOptions, Revision};
 use serde_json::{Value, json};
 
 use crate::objects::{self, DeleteOptions, Objects, Stored, WriteOptions};
-use crate::selectors::{FieldSelector, LabelSelector};
+use crate::selectors::Selection;
 
 /// What a request addresses.
 #[derive(Debug)]
@@ -179,10 +179,7 @@ async fn list(
     format: ResponseFormat,
 ) -> Result<Response, ApiError> {
     let resource = target.resource;
-    let labels =
-        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields =
-        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let selection = Selection::from_query(query)?;
     let limit = query
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
@@ -210,11 +207,7 @@ async fn list(
             )
             .await?;
         revision = Some(page.revision);
-        items.extend(
-            page.items
-                .into_iter()
-                .filter(|o| labels.matches(o) && fields.matches(o)),
-        );
+        items.extend(page.items.into_iter().filter(|o| selection.matches(o)));
         match page.next_key {
             Some(key) if limit.is_some_and(|l| items.len() < l) => start_after = Some(key),
             Some(key) => {
@@ -234,13 +227,10 @@ async fn list(
         table["metadata"] = metadata;
         return Ok(json_response(StatusCode::OK, table));
     }
-    let list = json!({
-        "kind": resource.list_kind(),
-        "apiVersion": resource.group_version.api_version(),
-        "metadata": metadata,
-        "items": items,
-    });
-    Ok(json_response(StatusCode::OK, list))
+    Ok(json_response(
+        StatusCode::OK,
+        list_object(resource, metadata, items),
+    ))
 }
 
 fn collection_prefix(target: &Target) -> String {
@@ -505,20 +495,13 @@ async fn delete_collection(
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     let resource = target.resource;
-    let labels =
-        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields =
-        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let selection = Selection::from_query(query)?;
     let options = delete_options(query, body, dry_run)?;
     let page = objects
         .list(&collection_prefix(target), ListOptions::default())
         .await?;
     let mut deleted = Vec::new();
-    for object in page
-        .items
-        .into_iter()
-        .filter(|o| labels.matches(o) && fields.matches(o))
-    {
+    for object in page.items.into_iter().filter(|o| selection.matches(o)) {
         let namespace = objects::object_namespace(&object).map(str::to_string);
         match objects
             .delete(
@@ -534,13 +517,21 @@ async fn delete_collection(
             Err(err) => return Err(err),
         }
     }
-    let list = json!({
+    let metadata = json!({"resourceVersion": page.revision.to_string()});
+    Ok(json_response(
+        StatusCode::OK,
+        list_object(resource, metadata, deleted),
+    ))
+}
+
+/// A `FooList` object.
+fn list_object(resource: &ResourceInfo, metadata: Value, items: Vec<Value>) -> Value {
+    json!({
         "kind": resource.list_kind(),
         "apiVersion": resource.group_version.api_version(),
-        "metadata": {"resourceVersion": page.revision.to_string()},
-        "items": deleted,
-    });
-    Ok(json_response(StatusCode::OK, list))
+        "metadata": metadata,
+        "items": items,
+    })
 }
 
 fn delete_options(
@@ -580,10 +571,7 @@ async fn watch(
     format: ResponseFormat,
 ) -> Result<Response, ApiError> {
     let resource = target.resource;
-    let labels =
-        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields =
-        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let selection = Selection::from_query(query)?;
     let prefix = collection_prefix(target);
     let bookmarks = query
         .get("allowWatchBookmarks")
@@ -608,7 +596,7 @@ async fn watch(
             let items = page
                 .items
                 .into_iter()
-                .filter(|o| labels.matches(o) && fields.matches(o))
+                .filter(|o| selection.matches(o))
                 .collect();
             (items, page.revision)
         }
@@ -626,8 +614,7 @@ async fn watch(
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
     let filter = WatchFilter {
-        labels,
-        fields,
+        selection,
         format,
         resource,
     };
@@ -684,15 +671,14 @@ async fn watch(
 }
 
 struct WatchFilter {
-    labels: LabelSelector,
-    fields: FieldSelector,
+    selection: Selection,
     format: ResponseFormat,
     resource: &'static ResourceInfo,
 }
 
 impl WatchFilter {
     fn matches(&self, object: &Value) -> bool {
-        self.labels.matches(object) && self.fields.matches(object)
+        self.selection.matches(object)
     }
 
     /// Turns a store event into a watch event as seen through the

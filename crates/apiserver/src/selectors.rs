@@ -4,6 +4,29 @@
 use gantry_api::ApiError;
 use serde_json::Value;
 
+/// A request's `labelSelector` and `fieldSelector`, applied together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Selection {
+    /// Reads both selectors from a request's query parameters.
+    pub fn from_query(query: &std::collections::HashMap<String, String>) -> Result<Self, ApiError> {
+        let param = |name: &str| query.get(name).map(String::as_str).unwrap_or("");
+        Ok(Selection {
+            labels: LabelSelector::parse(param("labelSelector"))?,
+            fields: FieldSelector::parse(param("fieldSelector"))?,
+        })
+    }
+
+    /// Whether an object satisfies both selectors.
+    pub fn matches(&self, object: &Value) -> bool {
+        self.labels.matches(object) && self.fields.matches(object)
+    }
+}
+
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LabelRequirement {
