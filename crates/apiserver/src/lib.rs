@@ -10,4 +10,7 @@ pub mod selectors;
 pub mod server;
 pub mod tls;
 
-pub use server::{OnListening, ServerConfig, ServerError, run};
+pub use server::{Component, OnListening, ServerConfig, ServerError, run};
+
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -41,6 +41,22 @@ pub struct ServerConfig {
     pub kubeconfig_output: PathBuf,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// Control-plane components that run next to the server and need their own identity;
+    /// each gets a kubeconfig at first listen (see [`Component`]).
+    pub components: Vec<Component>,
+}
+
+/// A client of the API server that runs in the server's process (scheduler, controller
+/// manager, the local node's agent) yet authenticates like a separate process would, so it
+/// could be moved out without changing how it talks to the API.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// The user name in its client certificate, e.g. `system:kube-scheduler`.
+    pub user: String,
+    /// Its groups (at most two fit a certificate).
+    pub groups: Vec<String>,
+    /// Where its kubeconfig is written.
+    pub kubeconfig: PathBuf,
 }
 
 /// Why the server could not start or stopped abnormally.
@@ -97,6 +113,10 @@ pub async fn run(
         "admin",
         &["system:masters"],
     )?;
+    for component in &config.components {
+        let groups: Vec<&str> = component.groups.iter().map(String::as_str).collect();
+        pki.write_kubeconfig(&component.kubeconfig, &server_url, &component.user, &groups)?;
+    }
     let store = {
         let path = config.data_dir.join("store.redb");
         tokio::task::spawn_blocking(move || gantry_store::RedbStore::open(path))

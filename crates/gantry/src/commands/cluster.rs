@@ -58,6 +58,7 @@ fn run_server(args: ServerArgs, global: &GlobalOptions) -> anyhow::Result<()> {
         token_file: args.token_file,
         kubeconfig_output: kubeconfig_output.clone(),
         tls_sans: args.tls_san,
+        components: Vec::new(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
