@@ -6,10 +6,12 @@
 //! through a `coordination.k8s.io` Lease so that several servers can run without two
 //! copies of a component acting at once.
 
+pub mod events;
 pub mod leader;
 
 use std::path::Path;
 
+pub use events::{EventRecorder, EventType, object_reference};
 pub use leader::{LeaderElection, LeaseTiming};
 
 /// Why a client could not be built.

@@ -4,114 +4,13 @@
 //! data directory, drives it with `/usr/bin/kubectl`, and asserts what
 //! kubectl prints.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use tempfile::TempDir;
-
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-/// A running `gantry server`, killed when dropped.
-struct Server {
-    child: Child,
-    dir: TempDir,
-    port: u16,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(dir, 0)
-    }
-
-    fn start_in(dir: TempDir, port: u16) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["--root"])
-            .arg(dir.path())
-            .args(["server", "--bind-address", "127.0.0.1", "--https-port", &port.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gantry server starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = loop {
-            let line = lines.next().expect("server announces its address").expect("readable stdout");
-            if let Some(address) = line.strip_prefix("Serving on https://") {
-                break address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
-            }
-        };
-        Server { child, dir, port }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("server/admin.kubeconfig")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_with_input(args, None)
-    }
-
-    fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut child = Command::new(KUBECTL)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        if let Some(input) = input {
-            stdin.write_all(input.as_bytes()).expect("kubectl reads stdin");
-        }
-        drop(stdin);
-        child.wait_with_output().expect("kubectl finishes")
-    }
-
-    /// Runs kubectl, requires success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn apply(&self, manifest: &str) -> String {
-        let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(manifest));
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Stops the server abruptly and hands back its data directory.
-    fn kill(mut self) -> TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        dir
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    condition()
-}
+use common::{KUBECTL, Server, wait_for};
 
 const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
 
