@@ -286,7 +286,8 @@ fn is_dns1035_label(s: &str) -> bool {
     s.len() <= 63 && is_label_body(s, |b| b.is_ascii_lowercase())
 }
 
-fn is_dns1123_subdomain(s: &str) -> bool {
+/// Whether `s` is a valid object name for most kinds (RFC 1123 subdomain, at most 253 characters).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253
         && s.split('.')
             .all(|part| is_label_body(part, |b| b.is_ascii_lowercase() || b.is_ascii_digit()))

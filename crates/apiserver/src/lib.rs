@@ -2,6 +2,7 @@
 
 pub mod allocators;
 pub mod auth;
+pub mod bootstrap;
 pub mod namespaces;
 pub mod objects;
 pub mod pki;

@@ -212,13 +212,24 @@ impl ClusterPki {
         user: &str,
         groups: &[&str],
     ) -> Result<(), PkiError> {
-        let (cert_pem, key_pem) = self.issue_client_certificate(user, groups)?;
-        let kubeconfig = Kubeconfig::new(server_url, &self.ca_cert_pem, user, &cert_pem, &key_pem);
-        let yaml = serde_yaml::to_string(&kubeconfig)?;
+        let yaml = self.kubeconfig_yaml(server_url, user, groups)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
         }
         write_file(path, yaml.as_bytes(), 0o600)
+    }
+
+    /// A kubeconfig for `user` with a freshly issued client certificate, as YAML; used to hand
+    /// credentials to a joining node over the wire instead of through a file.
+    pub fn kubeconfig_yaml(
+        &self,
+        server_url: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<String, PkiError> {
+        let (cert_pem, key_pem) = self.issue_client_certificate(user, groups)?;
+        let kubeconfig = Kubeconfig::new(server_url, &self.ca_cert_pem, user, &cert_pem, &key_pem);
+        Ok(serde_yaml::to_string(&kubeconfig)?)
     }
 
     /// The rustls configuration for the API server: it presents the serving certificate and

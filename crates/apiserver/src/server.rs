@@ -15,11 +15,12 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use gantry_api::{ApiError, GroupVersion, Reason, discovery, openapi};
 use serde_json::Value;
 
 use crate::auth::{AuthError, Authenticator};
+use crate::bootstrap::{JoinToken, JoinTokenError};
 use crate::namespaces;
 use crate::objects::Objects;
 use crate::pki::{ClusterPki, PkiError};
@@ -74,6 +75,9 @@ pub enum ServerError {
     /// Listening or serving.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The node join token could not be read or created.
+    #[error(transparent)]
+    JoinToken(#[from] JoinTokenError),
     /// The system namespaces could not be created.
     #[error("bootstrapping the cluster: {0}")]
     Bootstrap(ApiError),
@@ -87,6 +91,8 @@ struct AppState {
     authenticator: Arc<Authenticator>,
     server_address: String,
     objects: Objects,
+    pki: Arc<ClusterPki>,
+    join_token: JoinToken,
 }
 
 /// Runs the server until `shutdown` completes, then stops serving and closes the store.
@@ -130,17 +136,22 @@ pub async fn run(
         .bootstrap(local.port())
         .await
         .map_err(ServerError::Bootstrap)?;
+    let join_token = JoinToken::load_or_create(&config.data_dir, pki.ca_pem())?;
+    tracing::info!(path = %join_token.path().display(), "node join token");
+    let tls = pki.server_tls_config()?;
     let state = AppState {
         authenticator: Arc::new(Authenticator::new(config.token_file.as_deref())?),
         server_address: local.to_string(),
         objects: objects.clone(),
+        pki: Arc::new(pki),
+        join_token,
     };
     let (stop_controllers, controllers_stopped) = tokio::sync::watch::channel(false);
     let namespace_controller = tokio::spawn(namespaces::run(objects, controllers_stopped));
     let app = router(state);
     on_listening(local);
     tracing::info!(%local, "API server listening");
-    let served = serve_tls(listener, pki.server_tls_config()?, app, shutdown).await;
+    let served = serve_tls(listener, tls, app, shutdown).await;
     let _ = stop_controllers.send(true);
     let _ = namespace_controller.await;
     tokio::task::spawn_blocking(move || store.shutdown())
@@ -179,6 +190,8 @@ fn router(state: AppState) -> Router {
         .route("/api/{version}", get(core_resources))
         .route("/apis/{group}", get(group))
         .route("/apis/{group}/{version}", get(group_resources))
+        .route("/cacerts", get(ca_certificates))
+        .route("/bootstrap/v1/node-credentials", post(node_credentials))
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(|| async { json(openapi::v3_root()) }))
         .route("/openapi/v3/{*path}", get(openapi_v3))
@@ -201,6 +214,10 @@ fn router(state: AppState) -> Router {
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let public = matches!(path, "/healthz" | "/livez" | "/readyz" | "/version");
+    // A joining node has no credentials yet: these check the join token themselves.
+    if matches!(path, "/cacerts" | "/bootstrap/v1/node-credentials") {
+        return next.run(request).await;
+    }
     let certificates = request
         .extensions()
         .get::<PeerCertificates>()
@@ -222,6 +239,73 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
             tracing::warn!(%err, uri = %request.uri(), "authentication failed");
             status(ApiError::new(Reason::Unauthorized, "Unauthorized"))
         }
+    }
+}
+
+/// The cluster CA, which a joining agent checks against the hash in its join token.
+async fn ca_certificates(State(state): State<AppState>) -> Response {
+    let mut response = Response::new(Body::from(state.pki.ca_pem().to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-pem-file"),
+    );
+    response
+}
+
+/// Issues a node's kubeconfig (`system:node:<name>`, group `system:nodes`) to a caller that
+/// presents the join token as a bearer token.
+async fn node_credentials(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|token| state.join_token.accepts(token.trim())) {
+        return status(ApiError::new(Reason::Unauthorized, "Unauthorized"));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct NodeCredentialsRequest {
+        node_name: String,
+    }
+    let request: NodeCredentialsRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return status(ApiError::new(
+                Reason::BadRequest,
+                format!("expected {{\"nodeName\": \"...\"}}: {err}"),
+            ));
+        }
+    };
+    if !gantry_api::validation::is_dns1123_subdomain(&request.node_name) {
+        return status(ApiError::new(
+            Reason::BadRequest,
+            format!("invalid node name {:?}: it must be a lowercase RFC 1123 subdomain", request.node_name),
+        ));
+    }
+    // The node reaches the server by the address it used for this request.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&state.server_address);
+    let user = format!("system:node:{}", request.node_name);
+    match state
+        .pki
+        .kubeconfig_yaml(&format!("https://{host}"), &user, &["system:nodes"])
+    {
+        Ok(yaml) => {
+            tracing::info!(node = %request.node_name, "issued node credentials");
+            let mut response = Response::new(Body::from(yaml));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
+            response
+        }
+        Err(err) => status(ApiError::new(Reason::InternalError, err.to_string())),
     }
 }
 
