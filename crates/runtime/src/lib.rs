@@ -32,6 +32,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+pub use netns::{create_network_namespace, remove_network_namespace};
 pub use spec::{
     DEFAULT_CAPABILITIES, MASKED_PATHS, ProcessUser, READONLY_PATHS, SECCOMP_DENIED_SYSCALLS,
     resolve_user,

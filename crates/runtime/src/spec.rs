@@ -133,8 +133,10 @@ pub(crate) fn build_spec(
         json!({"type": "uts"}),
         json!({"type": "ipc"}),
     ];
-    if config.network == NetworkMode::None {
-        namespaces.push(json!({"type": "network"}));
+    match &config.network {
+        NetworkMode::None => namespaces.push(json!({"type": "network"})),
+        NetworkMode::Join(path) => namespaces.push(json!({"type": "network", "path": path})),
+        NetworkMode::Host => {}
     }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),

@@ -23,7 +23,7 @@ pub struct BindMount {
 }
 
 /// Which network namespace the container gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A new, empty network namespace with only loopback up (Docker's `none`).
@@ -31,6 +31,9 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// An existing namespace, by the path of its namespace file (a pod's
+    /// `/run/netns/<name>`), so several containers share one network stack.
+    Join(PathBuf),
 }
 
 /// cgroup limits; `None` means unlimited.
