@@ -7,6 +7,7 @@
 
 pub mod defaulting;
 pub mod discovery;
+pub mod join_token;
 pub mod openapi;
 pub mod patch;
 pub mod registry;

@@ -70,6 +70,15 @@ impl TestServer {
         self.dir.path().join("admin.kubeconfig")
     }
 
+    /// The cluster's node join token, for agents joining this server.
+    pub fn join_token(&self) -> String {
+        let path = self.dir.path().join("server").join(crate::bootstrap::TOKEN_FILE);
+        std::fs::read_to_string(path)
+            .expect("the server wrote its join token")
+            .trim()
+            .to_string()
+    }
+
     /// A scratch directory that lives as long as the server.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -83,6 +92,8 @@ impl TestServer {
 
 /// A kube client from a kubeconfig file; panics on failure (test fixture).
 pub async fn client_from_kubeconfig(path: &Path) -> kube::Client {
+    // See gantry_client::install_crypto_provider: the workspace links two rustls providers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("readable kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await

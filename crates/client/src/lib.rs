@@ -7,10 +7,12 @@
 //! copies of a component acting at once.
 
 pub mod events;
+pub mod join;
 pub mod leader;
 
 use std::path::Path;
 
+pub use join::{JoinError, request_node_kubeconfig};
 pub use events::{EventRecorder, EventType, object_reference};
 pub use leader::{LeaderElection, LeaseTiming};
 
@@ -32,6 +34,7 @@ pub enum ClientError {
 
 /// Builds a client from a kubeconfig file, as `kubectl --kubeconfig` would.
 pub async fn connect(kubeconfig: &Path) -> Result<kube::Client, ClientError> {
+    install_crypto_provider();
     let read_error = |source| ClientError::Kubeconfig {
         path: kubeconfig.display().to_string(),
         source,
@@ -41,4 +44,11 @@ pub async fn connect(kubeconfig: &Path) -> Result<kube::Client, ClientError> {
         .await
         .map_err(read_error)?;
     Ok(kube::Client::try_from(config)?)
+}
+
+/// Makes ring the process's rustls provider. The binary links two (the registry client
+/// brings aws-lc-rs), and kube asks rustls for the process default, which is ambiguous
+/// until one is installed. Installing twice is harmless: the first one stays.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
