@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gantry_api::{ApiError, Reason, ResourceInfo, defaulting, registry, validation};
+use gantry_api::{ApiError, Cause, Reason, ResourceInfo, defaulting, registry, validation};
 use gantry_store::{KeyValue, ListOptions, Revision, Store, StoreError};
 use serde_json::{Map, Value, json};
 
@@ -192,6 +192,12 @@ impl Objects {
 
     /// Deletes an object: at once, or, when finalizers or a grace period
     /// hold it, by marking it with a deletion timestamp.
+    ///
+    /// The propagation policy becomes a finalizer the garbage collector acts
+    /// on: `Foreground` keeps the object until its blocking dependents are
+    /// gone, `Orphan` until its dependents no longer point at it; `Background`
+    /// (the default) deletes at once and leaves the dependents to the
+    /// collector.
     pub async fn delete(
         &self,
         resource: &'static ResourceInfo,
@@ -199,21 +205,31 @@ impl Objects {
         name: &str,
         options: &DeleteOptions,
     ) -> Result<Value, ApiError> {
+        let policy = options.propagation()?;
         let current = self.get(resource, namespace, name).await?;
         options.check_preconditions(resource, &current.object)?;
         let mut object = current.object.clone();
+        let changed_finalizers = policy.and_then(|p| finalizers_for_propagation(&object, p));
         let graceful = needs_graceful_deletion(resource, &object, options);
-        if !graceful && finalizers(&object).is_empty() {
+        let held = match &changed_finalizers {
+            Some(list) => !list.is_empty(),
+            None => !finalizers(&object).is_empty(),
+        };
+        if !graceful && !held {
             if options.dry_run {
                 return Ok(object);
             }
             let key = resource.key(namespace, name);
             return self.remove(resource, &key, name, current.revision).await;
         }
-        if is_terminating(&object) {
+        if let Some(list) = changed_finalizers {
+            object["metadata"]["finalizers"] = json!(list);
+        } else if is_terminating(&object) {
             return Ok(object);
         }
-        mark_terminating(resource, &mut object, options);
+        if !is_terminating(&object) {
+            mark_terminating(resource, &mut object, options);
+        }
         if options.dry_run {
             return Ok(object);
         }
@@ -370,7 +386,81 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// How a delete treats the objects whose ownerReferences name the deleted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Delete the owner now; the garbage collector deletes the dependents.
+    Background,
+    /// Keep the owner (finalizer `foregroundDeletion`) until the garbage
+    /// collector has deleted its blocking dependents.
+    Foreground,
+    /// Keep the owner (finalizer `orphan`) until the garbage collector has
+    /// removed the owner's references from its dependents.
+    Orphan,
+}
+
+/// The finalizer of a `Foreground` deletion.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The finalizer of an `Orphan` deletion.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
+impl Propagation {
+    const SUPPORTED: &[&str] = &["Foreground", "Background", "Orphan"];
+
+    /// Reads `propagationPolicy` as the API spells it.
+    pub fn parse(value: &str) -> Result<Propagation, ApiError> {
+        match value {
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            "Orphan" => Ok(Propagation::Orphan),
+            other => Err(invalid_delete_options(Cause::not_supported(
+                "propagationPolicy",
+                other,
+                Self::SUPPORTED,
+            ))),
+        }
+    }
+
+    /// The garbage-collection finalizer this policy adds, if any.
+    fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+            Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        }
+    }
+}
+
+/// A `DeleteOptions` validation failure, as the API server words it.
+pub fn invalid_delete_options(cause: Cause) -> ApiError {
+    ApiError::invalid("meta.k8s.io", "DeleteOptions", "", vec![cause])
+}
+
+/// The object's finalizers once an explicit propagation policy is applied
+/// (the policy's own finalizer added, the other policies' removed), or
+/// `None` when the policy changes nothing.
+fn finalizers_for_propagation(object: &Value, policy: Propagation) -> Option<Vec<String>> {
+    let current = finalizers(object);
+    let mut wanted: Vec<String> = current
+        .iter()
+        .filter(|f| *f != FOREGROUND_FINALIZER && *f != ORPHAN_FINALIZER)
+        .cloned()
+        .collect();
+    wanted.extend(policy.finalizer().map(str::to_string));
+    let unchanged = wanted.len() == current.len() && wanted.iter().all(|f| current.contains(f));
+    (!unchanged).then_some(wanted)
+}
+
 impl DeleteOptions {
+    /// The requested propagation policy; `None` leaves the object's
+    /// garbage-collection finalizers as they are.
+    pub fn propagation(&self) -> Result<Option<Propagation>, ApiError> {
+        self.propagation_policy
+            .as_deref()
+            .map(Propagation::parse)
+            .transpose()
+    }
+
     fn check_preconditions(&self, resource: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
         let meta = &object["metadata"];
         let name = meta["name"].as_str().unwrap_or_default();
@@ -670,5 +760,193 @@ pub fn store_error(err: StoreError) -> ApiError {
             err
         }
         other => ApiError::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Objects over a fresh store with the `default` namespace.
+    async fn objects() -> (Objects, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.redb");
+        let store = tokio::task::spawn_blocking(move || gantry_store::RedbStore::open(path))
+            .await
+            .expect("open task")
+            .expect("store opens");
+        let objects = Objects::new(Arc::new(store));
+        let namespace =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        objects
+            .create(namespaces(), None, namespace, WriteOptions::default())
+            .await
+            .expect("namespace created");
+        (objects, dir)
+    }
+
+    fn configmaps() -> &'static ResourceInfo {
+        registry::find("", "v1", "configmaps").expect("configmaps are registered")
+    }
+
+    async fn create_configmap(objects: &Objects, name: &str) {
+        let map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        objects
+            .create(configmaps(), Some("default"), map, WriteOptions::default())
+            .await
+            .expect("configmap created");
+    }
+
+    fn with_policy(policy: &str) -> DeleteOptions {
+        DeleteOptions {
+            propagation_policy: Some(policy.into()),
+            ..DeleteOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn background_deletion_removes_the_object_at_once() {
+        let (objects, _dir) = objects().await;
+        create_configmap(&objects, "owner").await;
+        objects
+            .delete(
+                configmaps(),
+                Some("default"),
+                "owner",
+                &with_policy("Background"),
+            )
+            .await
+            .expect("deleted");
+        let gone = objects.get(configmaps(), Some("default"), "owner").await;
+        assert_eq!(
+            gone.map(|_| ()).map_err(|e| e.reason),
+            Err(Reason::NotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn foreground_deletion_waits_for_the_finalizer() {
+        let (objects, _dir) = objects().await;
+        create_configmap(&objects, "owner").await;
+        let deleted = objects
+            .delete(
+                configmaps(),
+                Some("default"),
+                "owner",
+                &with_policy("Foreground"),
+            )
+            .await
+            .expect("marked");
+        assert!(is_terminating(&deleted));
+        assert_eq!(finalizers(&deleted), vec![FOREGROUND_FINALIZER]);
+
+        let current = objects
+            .get(configmaps(), Some("default"), "owner")
+            .await
+            .expect("still there");
+        let mut finalized = current.object.clone();
+        finalized["metadata"]["finalizers"] = json!([]);
+        objects
+            .replace(configmaps(), &current, finalized, WriteOptions::default())
+            .await
+            .expect("finalizer removed");
+        let gone = objects.get(configmaps(), Some("default"), "owner").await;
+        assert_eq!(
+            gone.map(|_| ()).map_err(|e| e.reason),
+            Err(Reason::NotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn orphan_deletion_adds_the_orphan_finalizer_and_keeps_others() {
+        let (objects, _dir) = objects().await;
+        let map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "owner", "finalizers": ["example.com/keep"]}});
+        objects
+            .create(configmaps(), Some("default"), map, WriteOptions::default())
+            .await
+            .expect("created");
+        let deleted = objects
+            .delete(
+                configmaps(),
+                Some("default"),
+                "owner",
+                &with_policy("Orphan"),
+            )
+            .await
+            .expect("marked");
+        assert_eq!(
+            finalizers(&deleted),
+            vec!["example.com/keep", ORPHAN_FINALIZER]
+        );
+        let stored = objects
+            .get(configmaps(), Some("default"), "owner")
+            .await
+            .expect("still there");
+        assert_eq!(finalizers(&stored.object), finalizers(&deleted));
+    }
+
+    #[tokio::test]
+    async fn a_later_background_delete_overrides_a_pending_foreground_one() {
+        let (objects, _dir) = objects().await;
+        create_configmap(&objects, "owner").await;
+        objects
+            .delete(
+                configmaps(),
+                Some("default"),
+                "owner",
+                &with_policy("Foreground"),
+            )
+            .await
+            .expect("marked");
+        let again = objects
+            .delete(
+                configmaps(),
+                Some("default"),
+                "owner",
+                &DeleteOptions::default(),
+            )
+            .await
+            .expect("second delete without a policy");
+        assert_eq!(finalizers(&again), vec![FOREGROUND_FINALIZER]);
+        objects
+            .delete(
+                configmaps(),
+                Some("default"),
+                "owner",
+                &with_policy("Background"),
+            )
+            .await
+            .expect("background delete");
+        let gone = objects.get(configmaps(), Some("default"), "owner").await;
+        assert_eq!(
+            gone.map(|_| ()).map_err(|e| e.reason),
+            Err(Reason::NotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_policy_is_invalid() {
+        let (objects, _dir) = objects().await;
+        create_configmap(&objects, "owner").await;
+        let err = objects
+            .delete(
+                configmaps(),
+                Some("default"),
+                "owner",
+                &with_policy("Sideways"),
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(err.reason, Reason::Invalid);
+        assert!(
+            err.message.contains("Unsupported value: \"Sideways\""),
+            "{}",
+            err.message
+        );
+        objects
+            .get(configmaps(), Some("default"), "owner")
+            .await
+            .expect("untouched");
     }
 }

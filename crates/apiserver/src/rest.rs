@@ -552,16 +552,41 @@ fn delete_options(
         grace_period_seconds: body["gracePeriodSeconds"]
             .as_i64()
             .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
-        propagation_policy: body["propagationPolicy"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| query.get("propagationPolicy").cloned()),
+        propagation_policy: propagation_policy(query, &body)?,
         precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_string),
         precondition_resource_version: body["preconditions"]["resourceVersion"]
             .as_str()
             .map(str::to_string),
         dry_run: dry_run || body_dry_run,
     })
+}
+
+/// `propagationPolicy`, or the legacy `orphanDependents` it replaced
+/// (`true` is `Orphan`, `false` is `Background`); never both.
+fn propagation_policy(
+    query: &HashMap<String, String>,
+    body: &Value,
+) -> Result<Option<String>, ApiError> {
+    let policy = body["propagationPolicy"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| query.get("propagationPolicy").cloned());
+    let orphan = body["orphanDependents"]
+        .as_bool()
+        .or_else(|| query.get("orphanDependents").map(|o| o == "true"));
+    match (policy, orphan) {
+        (Some(_), Some(orphan)) => {
+            Err(objects::invalid_delete_options(gantry_api::Cause::invalid(
+                "orphanDependents",
+                orphan,
+                "orphanDependents and propagationPolicy cannot both be set",
+            )))
+        }
+        (Some(policy), None) => Ok(Some(policy)),
+        (None, Some(true)) => Ok(Some("Orphan".into())),
+        (None, Some(false)) => Ok(Some("Background".into())),
+        (None, None) => Ok(None),
+    }
 }
 
 async fn watch(
@@ -824,6 +849,41 @@ mod tests {
             (42, "/registry/pods/default/web".to_string())
         );
         assert!(decode_continue("garbage!").is_err());
+    }
+
+    #[test]
+    fn orphan_dependents_is_the_legacy_spelling_of_the_propagation_policy() {
+        let query = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let policy = |q: &[(&str, &str)], body: &str| {
+            delete_options(&query(q), body.as_bytes(), false).map(|o| o.propagation_policy)
+        };
+        assert_eq!(policy(&[], ""), Ok(None));
+        assert_eq!(
+            policy(&[("propagationPolicy", "Foreground")], ""),
+            Ok(Some("Foreground".into()))
+        );
+        assert_eq!(
+            policy(&[], r#"{"propagationPolicy":"Orphan"}"#),
+            Ok(Some("Orphan".into()))
+        );
+        assert_eq!(
+            policy(&[("orphanDependents", "true")], ""),
+            Ok(Some("Orphan".into()))
+        );
+        assert_eq!(
+            policy(&[], r#"{"orphanDependents":false}"#),
+            Ok(Some("Background".into()))
+        );
+        let both = policy(
+            &[],
+            r#"{"orphanDependents":true,"propagationPolicy":"Orphan"}"#,
+        );
+        assert_eq!(both.map_err(|e| e.reason), Err(Reason::Invalid));
     }
 
     #[test]
