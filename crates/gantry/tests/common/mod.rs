@@ -20,16 +20,29 @@ pub struct Server {
 }
 
 impl Server {
+    /// A control-plane-only server (no node agent): for tests of the API, the scheduler
+    /// and the controllers, which must not touch the host's network or run containers.
     pub fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(dir, 0)
+        Self::start_with(&["--disable-agent"])
     }
 
+    /// A server with extra `gantry server` flags (e.g. none, to run the local node agent).
+    pub fn start_with(flags: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch(dir, 0, flags)
+    }
+
+    /// Restarts a control-plane-only server on its old data directory and port.
     pub fn start_in(dir: TempDir, port: u16) -> Server {
+        Self::launch(dir, port, &["--disable-agent"])
+    }
+
+    fn launch(dir: TempDir, port: u16, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["--root"])
             .arg(dir.path())
             .args(["server", "--bind-address", "127.0.0.1", "--https-port", &port.to_string()])
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
