@@ -3,3 +3,4 @@
 //!
 //! Every controller module exposes `pub async fn run(client: kube::Client, shutdown:
 //! CancellationToken)`; [`run_all`] starts them together under one leader election.
+pub mod node_ipam;
