@@ -1,0 +1,261 @@
+//! What the ReplicaSet and Deployment controllers share: the error type, label
+//! selectors, controller references, and when a pod counts as ready or available.
+//!
+//! Both controllers follow kube-controller-manager's rules for these, so that
+//! `kubectl` and anything written against upstream see the same ownership and the
+//! same counts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::Resource;
+use kube::core::{ParseExpressionError, Selector, SelectorExt};
+use kube::runtime::controller::Action;
+
+/// The label the Deployment controller adds to a ReplicaSet's selector and template so
+/// that ReplicaSets of one Deployment never select each other's pods.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// How long a failed reconcile waits before it is retried; conflicts and brief
+/// API-server outages are the usual causes, and both clear quickly.
+pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+
+/// Why one reconcile of a ReplicaSet or Deployment did not finish; the controller logs
+/// it and retries the object later.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object's selector cannot be turned into a label selector.
+    #[error("invalid selector: {0}")]
+    Selector(#[from] ParseExpressionError),
+    /// The object's selector is missing or selects everything, which upstream rejects.
+    #[error("{0} has an empty selector")]
+    EmptySelector(String),
+    /// A field the controller needs (name, namespace, uid) is missing.
+    #[error("{0} has no metadata.{1}")]
+    MissingMetadata(String, &'static str),
+    /// A `maxSurge`/`maxUnavailable` value is neither an integer nor a percentage.
+    #[error("invalid rolling update value {0:?}")]
+    InvalidIntOrPercent(String),
+    /// A ReplicaSet named for this Deployment's template hash already exists with
+    /// another template; the collision count was bumped and the next attempt uses a new hash.
+    #[error("replica set {0} exists with a different template (hash collision)")]
+    HashCollision(String),
+}
+
+/// Turns a workload's selector into a label selector, refusing an empty one: a
+/// controller with an empty selector would claim every pod in its namespace.
+pub fn selector_of(owner: &str, selector: Option<&LabelSelector>) -> Result<Selector, Error> {
+    let selector: Selector = selector.cloned().unwrap_or_default().try_into()?;
+    if selector.selects_all() {
+        return Err(Error::EmptySelector(owner.to_string()));
+    }
+    Ok(selector)
+}
+
+/// Whether `selector` selects an object with these labels.
+pub fn selects(selector: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    selector.matches(labels.unwrap_or(&BTreeMap::new()))
+}
+
+/// The owner reference marked `controller: true`, if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|reference| reference.controller == Some(true))
+}
+
+/// Whether `meta` is controlled by the object with this uid.
+pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    controller_of(meta).is_some_and(|reference| reference.uid == owner_uid)
+}
+
+/// The controller reference a workload puts on what it creates or adopts; deletion of
+/// the child blocks the owner's foreground deletion, as upstream sets it.
+pub fn controller_reference<K>(owner: &K) -> Option<OwnerReference>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let mut reference = owner.controller_owner_ref(&())?;
+    reference.block_owner_deletion = Some(true);
+    Some(reference)
+}
+
+/// Whether deletion of the object has begun.
+pub fn is_terminating(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+}
+
+/// The name and namespace of an object, or why it has none.
+pub fn name_and_namespace<K: Resource<DynamicType = ()>>(
+    object: &K,
+) -> Result<(String, String), Error> {
+    let meta = object.meta();
+    let name = meta
+        .name
+        .clone()
+        .ok_or_else(|| Error::MissingMetadata(K::kind(&()).into(), "name"))?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::MissingMetadata(name.clone(), "namespace"))?;
+    Ok((name, namespace))
+}
+
+/// Whether a pod still counts towards its owner's replicas: not terminating and not
+/// finished (upstream's `FilterActivePods`).
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !is_terminating(&pod.metadata) && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// When the pod last became Ready, if it is Ready now.
+pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|condition| condition.type_ == "Ready")?;
+    if condition.status != "True" {
+        return None;
+    }
+    Some(
+        condition
+            .last_transition_time
+            .as_ref()
+            .map(|time| time.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// Whether the pod is Ready.
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// How long until a Ready pod has been Ready for `min_ready_seconds` and so counts as
+/// available: `Some(ZERO)` when it already is, `None` when it is not Ready at all.
+pub fn time_until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option<Duration> {
+    let since = ready_since(pod)?;
+    let needed = jiff::SignedDuration::from_secs(i64::from(min_ready_seconds.max(0)));
+    let elapsed = now.duration_since(since);
+    Some(
+        needed
+            .checked_sub(elapsed)
+            .and_then(|remaining| Duration::try_from(remaining).ok())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Whether two pod templates are the same once the `pod-template-hash` label, which
+/// the Deployment controller adds to its ReplicaSets' copies, is ignored.
+pub fn templates_equal_ignoring_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
+    without_hash_label(a) == without_hash_label(b)
+}
+
+/// A template without the `pod-template-hash` label (and without an empty label map,
+/// so that "no labels" and "only the hash label" compare equal).
+pub fn without_hash_label(template: &PodTemplateSpec) -> PodTemplateSpec {
+    let mut template = template.clone();
+    if let Some(metadata) = template.metadata.as_mut()
+        && let Some(labels) = metadata.labels.as_mut()
+    {
+        labels.remove(POD_TEMPLATE_HASH_LABEL);
+        if labels.is_empty() {
+            metadata.labels = None;
+        }
+    }
+    template
+}
+
+/// The action after a reconcile that must look again after `wait` (or when anything
+/// changes, whichever comes first).
+pub fn recheck_after(wait: Option<Duration>) -> Action {
+    match wait {
+        Some(wait) => Action::requeue(wait.max(Duration::from_millis(100))),
+        None => Action::await_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn ready_pod(since: Timestamp) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(Time(since)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn availability_waits_for_min_ready_seconds() {
+        let now = Timestamp::from_second(1_000_000).expect("valid time");
+        let pod = ready_pod(now - jiff::SignedDuration::from_secs(3));
+        assert_eq!(time_until_available(&pod, 0, now), Some(Duration::ZERO));
+        assert_eq!(time_until_available(&pod, 3, now), Some(Duration::ZERO));
+        assert_eq!(
+            time_until_available(&pod, 10, now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(time_until_available(&Pod::default(), 0, now), None);
+    }
+
+    #[test]
+    fn empty_selectors_are_refused() {
+        assert!(matches!(
+            selector_of("rs", Some(&LabelSelector::default())),
+            Err(Error::EmptySelector(_))
+        ));
+        let selector = selector_of(
+            "rs",
+            Some(&LabelSelector {
+                match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            }),
+        )
+        .expect("valid selector");
+        let labels: BTreeMap<_, _> = [("app".to_string(), "web".to_string())].into();
+        assert!(selects(&selector, Some(&labels)));
+        assert!(!selects(&selector, None));
+    }
+
+    #[test]
+    fn templates_compare_without_the_hash_label() {
+        let mut a = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let b = a.clone();
+        if let Some(labels) = a.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            labels.insert(POD_TEMPLATE_HASH_LABEL.into(), "abc".into());
+        }
+        assert!(templates_equal_ignoring_hash(&a, &b));
+        if let Some(labels) = a.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            labels.insert("tier".into(), "front".into());
+        }
+        assert!(!templates_equal_ignoring_hash(&a, &b));
+    }
+}
