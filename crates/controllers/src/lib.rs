@@ -9,3 +9,6 @@ pub mod endpoints;
 pub mod garbage_collector;
 mod informer;
 pub mod node_lifecycle;
+pub mod deployment;
+pub mod replicaset;
+mod workload;
