@@ -156,24 +156,45 @@ pub fn time_until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -
 }
 
 /// Whether two pod templates are the same once the `pod-template-hash` label, which
-/// the Deployment controller adds to its ReplicaSets' copies, is ignored.
+/// the Deployment controller adds to its ReplicaSets' copies, is ignored. Templates
+/// are compared as [`canonical_template`]s, so that a template that went through
+/// another client (`kubectl rollout undo` sends `"resources": {}` and
+/// `"creationTimestamp": null`) still equals the one it came from.
 pub fn templates_equal_ignoring_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
-    without_hash_label(a) == without_hash_label(b)
+    canonical_template(a) == canonical_template(b)
 }
 
-/// A template without the `pod-template-hash` label (and without an empty label map,
-/// so that "no labels" and "only the hash label" compare equal).
-pub fn without_hash_label(template: &PodTemplateSpec) -> PodTemplateSpec {
+/// A template as JSON without the `pod-template-hash` label and without nulls, empty
+/// objects and empty lists: what Go's `omitempty` round trip leaves, and therefore
+/// what upstream compares and hashes.
+pub fn canonical_template(template: &PodTemplateSpec) -> serde_json::Value {
     let mut template = template.clone();
-    if let Some(metadata) = template.metadata.as_mut()
-        && let Some(labels) = metadata.labels.as_mut()
-    {
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
-        if labels.is_empty() {
-            metadata.labels = None;
-        }
     }
-    template
+    // A typed template always serializes; Null (equal to nothing else) is unreachable.
+    let mut value = serde_json::to_value(&template).unwrap_or_default();
+    prune_empty(&mut value);
+    value
+}
+
+/// Removes nulls, empty objects and empty arrays, innermost first.
+fn prune_empty(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let is_empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    };
+    match value {
+        Value::Object(map) => {
+            map.values_mut().for_each(prune_empty);
+            map.retain(|_, v| !is_empty(v));
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune_empty),
+        _ => {}
+    }
 }
 
 /// The action after a reconcile that must look again after `wait` (or when anything
@@ -253,6 +274,12 @@ mod tests {
             labels.insert(POD_TEMPLATE_HASH_LABEL.into(), "abc".into());
         }
         assert!(templates_equal_ignoring_hash(&a, &b));
+        a.metadata.as_mut().expect("metadata").creation_timestamp = None;
+        a.spec = Some(Default::default());
+        assert!(
+            templates_equal_ignoring_hash(&a, &b),
+            "an empty spec is no spec"
+        );
         if let Some(labels) = a.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
             labels.insert("tier".into(), "front".into());
         }

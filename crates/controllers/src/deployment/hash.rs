@@ -4,10 +4,12 @@
 //! through `rand.SafeEncodeString` (an alphabet without vowels, so names never spell
 //! words, and without look-alike characters). Upstream feeds FNV Go's `spew` dump of
 //! the struct, which no other language reproduces; Gantry feeds it the template's
-//! canonical JSON (k8s-openapi serializes fields in a fixed order and maps sorted), so
-//! the hash is just as stable, only not byte-identical to upstream's.
+//! canonical JSON (fields in a fixed order, maps sorted, empty values dropped), so the
+//! hash is just as stable, only not byte-identical to upstream's.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use crate::workload::canonical_template;
 
 /// `k8s.io/apimachinery/pkg/util/rand`'s alphabet for safe-encoded strings.
 const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -25,8 +27,7 @@ pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32
             hash = hash.wrapping_mul(FNV32_PRIME);
         }
     };
-    // Serializing a typed template cannot fail: it has no maps with non-string keys.
-    write(&serde_json::to_vec(template).unwrap_or_default());
+    write(canonical_template(template).to_string().as_bytes());
     if let Some(count) = collision_count {
         // Upstream writes the count as 8 little-endian bytes of which the first 4 are set.
         let mut bytes = [0u8; 8];

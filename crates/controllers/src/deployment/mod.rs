@@ -625,7 +625,7 @@ impl<'a> Rollout<'a> {
             return Ok(());
         }
         let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision}}});
-        self.deployment = self
+        let patched = self
             .deployments
             .patch(
                 &self.deployment.name_any(),
@@ -633,6 +633,9 @@ impl<'a> Rollout<'a> {
                 &Patch::Merge(patch),
             )
             .await?;
+        // Only the annotations: a spec changed meanwhile is the next reconcile's business,
+        // and this one's status must describe the spec it acted on.
+        self.deployment.metadata.annotations = patched.metadata.annotations;
         Ok(())
     }
 
