@@ -14,6 +14,7 @@ mod host;
 mod paths;
 mod projection;
 mod quantity;
+mod watcher;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,6 +33,7 @@ pub use host::HostPathType;
 pub use paths::{InvalidPath, validate_item_path, validate_key, validate_sub_path};
 pub use projection::ObjectKind;
 pub use quantity::{InvalidQuantity, Quantity};
+pub use watcher::VolumeWatcher;
 
 use host::{check_host_path, create_volume_dir, mount_tmpfs, unmount_and_remove};
 use projection::Projector;

@@ -18,8 +18,8 @@ use super::paths::{validate_item_path, validate_key};
 /// The API's default for `defaultMode` (0644).
 const DEFAULT_MODE: i32 = 0o644;
 
-/// Which kind of object a key set came from, for error messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which kind of object a volume's keys come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
     /// A core/v1 ConfigMap.
     ConfigMap,
