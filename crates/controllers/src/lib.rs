@@ -12,3 +12,49 @@ pub mod node_lifecycle;
 pub mod deployment;
 pub mod replicaset;
 mod workload;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What `gantry server` chooses about the controllers; defaults are k3s's and upstream's.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerManagerConfig {
+    /// Per-node pod CIDRs (`--cluster-cidr`).
+    pub node_ipam: node_ipam::NodeIpamConfig,
+    /// When unreachable nodes are tainted and their pods evicted.
+    pub node_lifecycle: node_lifecycle::NodeLifecycleConfig,
+}
+
+/// Runs every controller with the default configuration until `shutdown` is cancelled.
+pub async fn run_all(client: kube::Client, shutdown: CancellationToken) {
+    run_all_with(client, ControllerManagerConfig::default(), shutdown).await;
+}
+
+/// Runs every controller until `shutdown` is cancelled, then waits for all of them to stop.
+pub async fn run_all_with(
+    client: kube::Client,
+    config: ControllerManagerConfig,
+    shutdown: CancellationToken,
+) {
+    let mut controllers = JoinSet::new();
+    controllers.spawn(replicaset::run(client.clone(), shutdown.clone()));
+    controllers.spawn(deployment::run(client.clone(), shutdown.clone()));
+    controllers.spawn(garbage_collector::run(client.clone(), shutdown.clone()));
+    controllers.spawn(endpoints::run(client.clone(), shutdown.clone()));
+    controllers.spawn(endpoint_slices::run(client.clone(), shutdown.clone()));
+    controllers.spawn(node_ipam::run_with(
+        client.clone(),
+        config.node_ipam,
+        shutdown.clone(),
+    ));
+    controllers.spawn(node_lifecycle::run_with(
+        client,
+        config.node_lifecycle,
+        shutdown.clone(),
+    ));
+    while let Some(finished) = controllers.join_next().await {
+        if let Err(err) = finished {
+            tracing::error!(%err, "a controller panicked");
+        }
+    }
+}
