@@ -302,6 +302,63 @@ async fn secret_items_get_their_modes_on_a_tmpfs() {
     assert_eq!(user_visible_names(dir), ["db", "token.bin"]);
     let (fs_type, _) = mount_entry(dir).expect("secret volumes are mounted");
     assert_eq!(fs_type, "tmpfs");
+
+    // A refresh racing the pod's teardown must not bring the volume back.
+    let dir = fs::canonicalize(dir).unwrap();
+    let uid = pod.metadata.uid.as_deref().unwrap();
+    fixture.manager.cleanup(uid).await.expect("cleanup");
+    fixture
+        .manager
+        .refresh(&pod, &volumes)
+        .await
+        .expect("refresh after cleanup");
+    assert!(!fixture.pod_dir(&pod).exists());
+    assert_eq!(mount_entry(&dir), None);
+}
+
+#[tokio::test]
+async fn items_naming_missing_keys_fail_unless_optional() {
+    let mut fixture = Fixture::start().await;
+    fixture
+        .config_maps()
+        .create(
+            &PostParams::default(),
+            &config_map("partial", &[("present", "x")]),
+        )
+        .await
+        .expect("create configmap");
+    let with_items = |optional: Option<bool>| {
+        let mut volume = config_map_volume("config", "partial", optional);
+        if let Some(source) = volume.config_map.as_mut() {
+            source.items = Some(vec![
+                KeyToPath {
+                    key: "present".into(),
+                    path: "p".into(),
+                    mode: None,
+                },
+                KeyToPath {
+                    key: "absent".into(),
+                    path: "a".into(),
+                    mode: None,
+                },
+            ]);
+        }
+        pod_with(vec![volume])
+    };
+
+    let error = fixture.prepare(&with_items(None)).await.unwrap_err();
+    assert!(
+        matches!(&error, VolumeError::MissingKey { key, .. } if key == "absent"),
+        "{error}"
+    );
+    assert!(error.is_config_error());
+
+    let volumes = fixture
+        .prepare(&with_items(Some(true)))
+        .await
+        .expect("optional");
+    let dir = &volumes.get("config").expect("volume").path;
+    assert_eq!(user_visible_names(dir), ["p"]);
 }
 
 #[tokio::test]

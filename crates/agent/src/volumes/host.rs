@@ -103,6 +103,8 @@ pub fn create_volume_dir(path: &Path, mode: u32) -> io::Result<()> {
 /// an agent restart is harmless). `size_bytes` caps it; `None` is the kernel's
 /// default (half of RAM).
 pub fn mount_tmpfs(path: &Path, size_bytes: Option<u128>, mode: u32) -> io::Result<()> {
+    // mountinfo shows canonical paths.
+    let path = &fs::canonicalize(path)?;
     if mount_points_under(path)?.iter().any(|point| point == path) {
         return Ok(());
     }

@@ -177,6 +177,13 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> VolumeError
     move |source| VolumeError::Io { context, source }
 }
 
+/// Whether a write may create the volume (prepare) or only update it (refresh).
+#[derive(Clone, Copy, Debug)]
+enum Write {
+    Prepare,
+    Refresh,
+}
+
 /// What kind of volume a prepared volume is, which decides how it is refreshed and
 /// how its subPaths resolve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,7 +316,8 @@ impl VolumeManager {
                 continue;
             };
             if prepared.kind.is_projected() {
-                self.write_projected(pod, volume, prepared).await?;
+                self.write_projected(pod, volume, prepared, Write::Refresh)
+                    .await?;
             }
         }
         Ok(())
@@ -319,9 +327,15 @@ impl VolumeManager {
     pub async fn cleanup(&self, pod_uid: &str) -> Result<(), VolumeError> {
         let pod_dir = self.pod_dir(pod_uid)?;
         let context = format!("removing {}", pod_dir.display());
-        tokio::task::spawn_blocking(move || unmount_and_remove(&pod_dir))
-            .await?
-            .map_err(io_error(context))
+        let lock = Arc::clone(&self.write_lock);
+        tokio::task::spawn_blocking(move || {
+            // Under the write lock, so a concurrent refresh cannot recreate what
+            // is being removed.
+            let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            unmount_and_remove(&pod_dir)
+        })
+        .await?
+        .map_err(io_error(context))
     }
 
     fn pod_dir(&self, uid: &str) -> Result<PathBuf, VolumeError> {
@@ -371,7 +385,8 @@ impl VolumeManager {
             });
         };
         let prepared = under_pod(kind);
-        self.write_projected(pod, volume, &prepared).await?;
+        self.write_projected(pod, volume, &prepared, Write::Prepare)
+            .await?;
         Ok(prepared)
     }
 
@@ -381,6 +396,7 @@ impl VolumeManager {
         pod: &Pod,
         volume: &Volume,
         prepared: &PreparedVolume,
+        write: Write,
     ) -> Result<(), VolumeError> {
         let projector = Projector::new(&self.client, pod);
         let payload = if let Some(source) = &volume.config_map {
@@ -402,9 +418,16 @@ impl VolumeManager {
         let context = format!("writing volume {}", path.display());
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            create_volume_dir(&path, PROJECTED_DIR_MODE)?;
-            if on_tmpfs {
-                mount_tmpfs(&path, None, PROJECTED_DIR_MODE)?;
+            match write {
+                Write::Prepare => {
+                    create_volume_dir(&path, PROJECTED_DIR_MODE)?;
+                    if on_tmpfs {
+                        mount_tmpfs(&path, None, PROJECTED_DIR_MODE)?;
+                    }
+                }
+                // A pod cleaned up meanwhile stays cleaned up.
+                Write::Refresh if !path.is_dir() => return Ok(()),
+                Write::Refresh => {}
             }
             AtomicWriter::new(&path).write(&payload).map(drop)
         })
@@ -678,6 +701,16 @@ mod tests {
         PodVolumes {
             volumes: BTreeMap::from([(name.to_owned(), volume)]),
         }
+    }
+
+    /// The pod worker runs these on a multi-threaded runtime, so they must be Send
+    /// for any borrow (checked at compile time).
+    #[allow(dead_code)]
+    fn operations_are_send(manager: &VolumeManager, pod: &Pod, volumes: &PodVolumes) {
+        fn assert_send<T: Send>(_: T) {}
+        assert_send(manager.prepare(pod));
+        assert_send(manager.refresh(pod, volumes));
+        assert_send(manager.cleanup("uid"));
     }
 
     #[test]
