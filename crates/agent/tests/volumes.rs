@@ -14,10 +14,12 @@ use gantry_agent::volumes::{ObjectKind, PodVolumes, VolumeError, VolumeManager, 
 use gantry_apiserver::testing::TestServer;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
-    EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath, ObjectFieldSelector, PersistentVolume,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PersistentVolumeSpec, Pod, PodSpec, Secret, SecretVolumeSource, Volume, VolumeMount,
+    ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container, DownwardAPIProjection,
+    DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource,
+    KeyToPath, ObjectFieldSelector, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod,
+    PodSpec, ProjectedVolumeSource, Secret, SecretProjection, SecretVolumeSource,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -359,6 +361,96 @@ async fn items_naming_missing_keys_fail_unless_optional() {
         .expect("optional");
     let dir = &volumes.get("config").expect("volume").path;
     assert_eq!(user_visible_names(dir), ["p"]);
+}
+
+#[tokio::test]
+async fn projected_volumes_merge_their_sources() {
+    let mut fixture = Fixture::start().await;
+    fixture
+        .config_maps()
+        .create(
+            &PostParams::default(),
+            &config_map("settings", &[("mode", "fast"), ("unused", "-")]),
+        )
+        .await
+        .expect("create configmap");
+    let secrets: Api<Secret> = Api::namespaced(fixture.client.clone(), "default");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("keys".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([("api-key".into(), "k-123".into())])),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let projected = |sources: Vec<VolumeProjection>| {
+        pod_with(vec![Volume {
+            name: "all".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o440),
+                sources: Some(sources),
+            }),
+            ..Default::default()
+        }])
+    };
+    let sources = vec![
+        VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: "settings".into(),
+                items: Some(vec![KeyToPath {
+                    key: "mode".into(),
+                    path: "config/mode".into(),
+                    mode: None,
+                }]),
+                optional: None,
+            }),
+            ..Default::default()
+        },
+        VolumeProjection {
+            secret: Some(SecretProjection {
+                name: "keys".into(),
+                items: None,
+                optional: None,
+            }),
+            ..Default::default()
+        },
+        VolumeProjection {
+            downward_api: Some(DownwardAPIProjection {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: "pod-name".into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        api_version: None,
+                    }),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        },
+    ];
+
+    let pod = projected(sources);
+    let volumes = fixture.prepare(&pod).await.expect("prepare");
+    let dir = &volumes.get("all").expect("volume").path;
+    assert_eq!(user_visible_names(dir), ["api-key", "config", "pod-name"]);
+    assert_eq!(fs::read_to_string(dir.join("config/mode")).unwrap(), "fast");
+    assert_eq!(fs::read_to_string(dir.join("api-key")).unwrap(), "k-123");
+    assert_eq!(fs::read_to_string(dir.join("pod-name")).unwrap(), "web");
+    assert_eq!(mode_of(&dir.join("api-key")), 0o440);
+
+    let with_token = projected(vec![VolumeProjection {
+        service_account_token: Some(ServiceAccountTokenProjection {
+            path: "token".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    let error = fixture.prepare(&with_token).await.unwrap_err();
+    assert!(error.to_string().contains("serviceAccountToken"), "{error}");
 }
 
 #[tokio::test]
