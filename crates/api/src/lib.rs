@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod join_token;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod status;
 pub mod table;

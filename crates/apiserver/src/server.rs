@@ -404,13 +404,15 @@ async fn resource_request(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
-        return status(ApiError::new(
-            Reason::UnsupportedMediaType,
-            "this server does not decode protobuf request bodies yet (kubectl's `create <kind>` generators send them); \
-             use `kubectl create -f` or `kubectl apply -f` with a manifest instead",
-        ));
-    }
+    // kubectl's typed generators send protobuf; the request path speaks JSON.
+    let body = if gantry_api::protobuf::is_protobuf(content_type) {
+        match gantry_api::protobuf::decode_object(&body) {
+            Ok(object) => axum::body::Bytes::from(object.to_string()),
+            Err(err) => return status(err.into()),
+        }
+    } else {
+        body
+    };
     let outcome = match rest::parse_target(group, version, rest) {
         Ok(target) => {
             rest::handle(
