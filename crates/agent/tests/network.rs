@@ -204,6 +204,15 @@ async fn attach_is_idempotent_and_survives_a_restart() {
     assert_eq!(network.attach("pod-a").await.expect("re-attach"), first);
     let other = network.attach("pod-b").await.expect("attach another pod");
     assert_ne!(other.ip, first.ip);
+    let mut attached = network.attached_pods().await;
+    attached.sort();
+    assert_eq!(
+        attached,
+        vec![
+            ("pod-a".to_string(), first.ip),
+            ("pod-b".to_string(), other.ip)
+        ]
+    );
     let seen = source_seen(other.netns.clone(), first.netns.clone(), first.ip).await;
     assert_eq!(seen, IpAddr::V4(other.ip));
 
@@ -332,6 +341,17 @@ async fn pods_on_two_nodes_reach_each_other_over_host_gw_routes() {
         .set_peer_routes(&[("10.42.1.0/24".parse().unwrap(), Ipv4Addr::new(10, 99, 0, 1))])
         .await
         .expect("peer routes b");
+    // A peer behind an unreachable address fails alone.
+    let unreachable = network_a
+        .set_peer_routes(&[
+            ("10.42.2.0/24".parse().unwrap(), Ipv4Addr::new(10, 99, 0, 2)),
+            ("10.42.8.0/24".parse().unwrap(), Ipv4Addr::new(10, 77, 0, 1)),
+        ])
+        .await;
+    assert!(
+        matches!(unreachable, Err(NetworkError::Netlink { .. })),
+        "{unreachable:?}"
+    );
     let routes = node_a.ip(&["route", "show"]);
     assert!(routes.contains("10.42.2.0/24 via 10.99.0.2"), "{routes}");
     assert!(!routes.contains("10.42.7.0/24"), "replaced away: {routes}");

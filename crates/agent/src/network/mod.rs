@@ -298,17 +298,31 @@ impl PodNetwork {
             })
             .collect();
         let current = self.links.owned_routes(self.config.cluster_cidr).await?;
+        // One unreachable peer must not keep the others' routes stale: apply every
+        // change and report the first failure.
+        let mut first_error = None;
         for (cidr, gateway) in &current {
-            if wanted.get(cidr) != Some(gateway) {
-                self.links.delete_route(*cidr, *gateway).await?;
+            if wanted.get(cidr) != Some(gateway)
+                && let Err(err) = self.links.delete_route(*cidr, *gateway).await
+            {
+                first_error.get_or_insert(err);
             }
         }
         for (cidr, gateway) in &wanted {
-            if current.get(cidr) != Some(gateway) {
-                self.links.replace_route(*cidr, *gateway).await?;
+            if current.get(cidr) != Some(gateway)
+                && let Err(err) = self.links.replace_route(*cidr, *gateway).await
+            {
+                first_error.get_or_insert(err);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The pods holding an address (uid, address), e.g. for an agent starting up
+    /// to detach pods that no longer exist.
+    pub async fn attached_pods(&self) -> Vec<(String, Ipv4Addr)> {
+        let ipam = self.ipam.lock().await;
+        ipam.pods().map(|(uid, ip)| (uid.to_string(), ip)).collect()
     }
 
     /// Removes everything this network created (bridge, nft table, routes); used by tests and `--disable-agent` cleanups.

@@ -15,9 +15,6 @@ use nix::sched::CloneFlags;
 
 use super::NetworkError;
 
-/// `NSFS_MAGIC` from <linux/magic.h>: the filesystem of namespace files.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 /// The calling thread's own network namespace, as `/proc/thread-self/ns/net`.
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 
@@ -103,7 +100,7 @@ impl Namespace {
 /// behind by an interrupted create or a reboot.
 pub(crate) async fn is_pinned(path: PathBuf) -> Result<bool, NetworkError> {
     blocking(move || match nix::sys::statfs::statfs(&path) {
-        Ok(stat) => Ok(i64::from(stat.filesystem_type().0) == NSFS_MAGIC),
+        Ok(stat) => Ok(stat.filesystem_type() == nix::sys::statfs::NSFS_MAGIC),
         Err(nix::errno::Errno::ENOENT) => Ok(false),
         Err(err) => Err(NetworkError::sys(
             format!("inspecting {}", path.display()),
