@@ -284,6 +284,7 @@ async fn teardown_removes_the_bridge_table_routes_and_pods() {
     assert!(!host.nft_table_exists("gantry_test_teardown"));
     assert!(!pod.netns.exists());
     assert!(!config.state_dir.join("ipam.json").exists());
+    assert!(!config.state_dir.join("netns").exists());
 }
 
 /// Two nodes joined by a veth "wire" (10.99.0.1 and 10.99.0.2), each with its

@@ -19,7 +19,7 @@ mod netns;
 mod nft;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
@@ -217,8 +217,7 @@ impl PodNetwork {
             PodIpam::load(&ipam_file, pod_cidr)
         })
         .await?;
-        let bridge_address = Ipv4Net::new(ipam.gateway(), pod_cidr.prefix_len())
-            .map_err(|_| NetworkError::InvalidConfig(format!("pod CIDR {pod_cidr}")))?;
+        let bridge_address = with_prefix(ipam.gateway(), pod_cidr)?;
         let bridge_index = links.ensure_bridge(&config.bridge, bridge_address).await?;
         enable_ip_forward(&host).await?;
         let ruleset =
@@ -246,22 +245,10 @@ impl PodNetwork {
             save(&ipam).await?;
         }
         let gateway = ipam.gateway();
-        if !netns::is_pinned(netns.clone()).await? {
-            self.host.create_pinned(netns.clone()).await?;
-        }
-        let pod = Namespace::open(&netns)?;
+        let pod = self.ensure_namespace(&netns).await?;
         let pod_links = Links::connect_in(&pod).await?;
-        let (host_end, pod_end) = veth_names(pod_uid);
-        if pod_links.index(POD_INTERFACE).await?.is_none() {
-            self.links
-                .create_veth_into(&host_end, &pod_end, &pod)
-                .await?;
-            pod_links.rename(&pod_end, POD_INTERFACE).await?;
-        }
-        self.links.join_bridge(&host_end, self.bridge_index).await?;
-        let address = Ipv4Net::new(ip, self.config.pod_cidr.prefix_len()).map_err(|_| {
-            NetworkError::InvalidConfig(format!("pod CIDR {}", self.config.pod_cidr))
-        })?;
+        self.ensure_veth(pod_uid, &pod, &pod_links).await?;
+        let address = with_prefix(ip, self.config.pod_cidr)?;
         pod_links.configure("lo", None).await?;
         let eth0 = pod_links.configure(POD_INTERFACE, Some(address)).await?;
         pod_links.set_default_route(gateway, eth0).await?;
@@ -271,6 +258,33 @@ impl PodNetwork {
             gateway,
             interface: POD_INTERFACE.to_string(),
         })
+    }
+
+    /// Opens the pod's namespace, creating and pinning it unless it already is.
+    async fn ensure_namespace(&self, netns: &Path) -> Result<Namespace, NetworkError> {
+        if !netns::is_pinned(netns.to_path_buf()).await? {
+            self.host.create_pinned(netns.to_path_buf()).await?;
+        }
+        Namespace::open(netns)
+    }
+
+    /// Makes sure the pod has its eth0 and that the host end is a hairpinned,
+    /// up port of the bridge (again after a restart, in case the bridge was
+    /// recreated meanwhile).
+    async fn ensure_veth(
+        &self,
+        pod_uid: &str,
+        pod: &Namespace,
+        pod_links: &Links,
+    ) -> Result<(), NetworkError> {
+        let (host_end, pod_end) = veth_names(pod_uid);
+        if pod_links.index(POD_INTERFACE).await?.is_none() {
+            self.links
+                .create_veth_into(&host_end, &pod_end, pod)
+                .await?;
+            pod_links.rename(&pod_end, POD_INTERFACE).await?;
+        }
+        self.links.join_bridge(&host_end, self.bridge_index).await
     }
 
     /// Removes the veth, unmounts/deletes the netns, releases the IP; idempotent.
@@ -339,25 +353,14 @@ impl PodNetwork {
         }
         self.links.delete(&self.config.bridge).await?;
         nft::apply(&self.host, nft::delete_table_script(&self.config.nft_table)).await?;
-        let leftovers = [self.config.ipam_file(), self.config.netns_dir()];
-        netns::blocking(move || {
-            for path in leftovers {
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                match removed {
-                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(NetworkError::io(
-                            format!("removing {}", path.display()),
-                            err,
-                        ));
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
+        netns::remove_all_pinned(self.config.netns_dir()).await?;
+        let ipam_file = self.config.ipam_file();
+        netns::blocking(move || match std::fs::remove_file(&ipam_file) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(NetworkError::io(
+                format!("removing {}", ipam_file.display()),
+                err,
+            )),
+            _ => Ok(()),
         })
         .await
     }
@@ -408,6 +411,12 @@ async fn enable_ip_forward(host: &Namespace) -> Result<(), NetworkError> {
             .map_err(|err| NetworkError::io("enabling net.ipv4.ip_forward", err))
     })
     .await
+}
+
+/// `ip` with the prefix length of `cidr`, as an interface address.
+fn with_prefix(ip: Ipv4Addr, cidr: Ipv4Net) -> Result<Ipv4Net, NetworkError> {
+    Ipv4Net::new(ip, cidr.prefix_len())
+        .map_err(|_| NetworkError::InvalidConfig(format!("pod CIDR {cidr}")))
 }
 
 /// The host and (before its rename to eth0) pod ends of a pod's veth pair:

@@ -112,26 +112,47 @@ pub(crate) async fn is_pinned(path: PathBuf) -> Result<bool, NetworkError> {
 
 /// Unpins and deletes the namespace file at `path`; missing is fine.
 pub(crate) async fn remove_pinned(path: PathBuf) -> Result<(), NetworkError> {
+    blocking(move || unpin_and_delete(&path)).await
+}
+
+/// Unpins and deletes every namespace file in `dir`, then `dir` itself; a
+/// missing directory is fine.
+pub(crate) async fn remove_all_pinned(dir: PathBuf) -> Result<(), NetworkError> {
     blocking(move || {
-        match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
-            // EINVAL: not a mount point (already unpinned); ENOENT: already gone.
-            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-            Err(err) => {
-                return Err(NetworkError::sys(
-                    format!("unmounting {}", path.display()),
-                    err,
-                ));
-            }
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(NetworkError::io(format!("reading {}", dir.display()), err)),
+        };
+        for entry in entries {
+            let entry =
+                entry.map_err(|err| NetworkError::io(format!("reading {}", dir.display()), err))?;
+            unpin_and_delete(&entry.path())?;
         }
-        match std::fs::remove_file(&path) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(NetworkError::io(
-                format!("removing {}", path.display()),
-                err,
-            )),
-            _ => Ok(()),
-        }
+        std::fs::remove_dir(&dir)
+            .map_err(|err| NetworkError::io(format!("removing {}", dir.display()), err))
     })
     .await
+}
+
+fn unpin_and_delete(path: &Path) -> Result<(), NetworkError> {
+    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (already unpinned); ENOENT: already gone.
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        Err(err) => {
+            return Err(NetworkError::sys(
+                format!("unmounting {}", path.display()),
+                err,
+            ));
+        }
+    }
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(NetworkError::io(
+            format!("removing {}", path.display()),
+            err,
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Runs blocking filesystem work off the async runtime.
