@@ -278,65 +278,8 @@ fn new_slice(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{
-        Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServicePort, ServiceSpec,
-    };
+    use crate::endpoints::fixtures::{pod, service};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
-    fn service(target: IntOrString) -> Service {
-        Service {
-            metadata: ObjectMeta {
-                name: Some("web".into()),
-                namespace: Some("default".into()),
-                uid: Some("svc-uid".into()),
-                ..Default::default()
-            },
-            spec: Some(ServiceSpec {
-                selector: Some([("app".to_string(), "web".to_string())].into()),
-                ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
-                    port: 80,
-                    target_port: Some(target),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn pod(name: &str, ip: Option<&str>, ready: bool, container_port: i32) -> Arc<Pod> {
-        Arc::new(Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("default".into()),
-                uid: Some(format!("{name}-uid")),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                node_name: Some("node-a".into()),
-                containers: vec![Container {
-                    name: "c".into(),
-                    ports: Some(vec![ContainerPort {
-                        name: Some("web".into()),
-                        container_port,
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            status: Some(PodStatus {
-                pod_ip: ip.map(str::to_string),
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: if ready { "True" } else { "False" }.into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        })
-    }
 
     #[test]
     fn named_target_ports_split_pods_by_resolved_port() {
@@ -377,31 +320,19 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_split_ready_from_not_ready_and_skip_pods_without_ip() {
-        let pods = [
-            pod("a", Some("10.42.0.1"), true, 8080),
-            pod("b", Some("10.42.0.2"), false, 8080),
-            pod("c", None, true, 8080),
-        ];
-        let endpoints = endpoints::desired_endpoints(&service(IntOrString::Int(8080)), &pods);
-        let subsets = endpoints.subsets.expect("subsets");
-        assert_eq!(subsets.len(), 1);
-        let ips = |list: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
-            list.iter()
-                .flatten()
-                .map(|a| a.ip.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(ips(&subsets[0].addresses), vec!["10.42.0.1"]);
-        assert_eq!(ips(&subsets[0].not_ready_addresses), vec!["10.42.0.2"]);
-        assert_eq!(subsets[0].ports.as_ref().expect("ports")[0].port, 8080);
-    }
-
-    #[test]
-    fn an_unresolvable_named_port_leaves_the_pod_out() {
-        let pods = [pod("a", Some("10.42.0.1"), true, 8080)];
-        let endpoints =
-            endpoints::desired_endpoints(&service(IntOrString::String("metrics".into())), &pods);
-        assert!(endpoints.subsets.is_none());
+    fn a_terminating_ready_pod_is_serving_but_not_ready() {
+        let mut terminating = (*pod("a", Some("10.42.0.1"), true, 8080)).clone();
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        let slices = desired_slices(&service(IntOrString::Int(8080)), &[Arc::new(terminating)]);
+        let conditions = slices[0].endpoints[0]
+            .conditions
+            .clone()
+            .expect("conditions");
+        assert_eq!(
+            (conditions.ready, conditions.serving, conditions.terminating),
+            (Some(false), Some(true), Some(true))
+        );
     }
 }

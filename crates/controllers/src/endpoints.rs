@@ -487,3 +487,140 @@ where
         Err(err) => Err(err),
     }
 }
+
+/// Builders shared by this module's and the EndpointSlice controller's tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, Pod, PodCondition, PodSpec, PodStatus, Service, ServicePort,
+        ServiceSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    /// Service `default/web` selecting `app=web`, port `http` 80 to `target`.
+    pub(crate) fn service(target: IntOrString) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                uid: Some("svc-uid".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                selector: Some([("app".to_string(), "web".to_string())].into()),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(target),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A pod on `node-a` whose container declares port `web` as `container_port`.
+    pub(crate) fn pod(name: &str, ip: Option<&str>, ready: bool, container_port: i32) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                uid: Some(format!("{name}-uid")),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("node-a".into()),
+                containers: vec![Container {
+                    name: "c".into(),
+                    ports: Some(vec![ContainerPort {
+                        name: Some("web".into()),
+                        container_port,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: ip.map(str::to_string),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{pod, service};
+    use super::*;
+
+    #[test]
+    fn endpoints_split_ready_from_not_ready_and_skip_pods_without_ip() {
+        let pods = [
+            pod("a", Some("10.42.0.1"), true, 8080),
+            pod("b", Some("10.42.0.2"), false, 8080),
+            pod("c", None, true, 8080),
+        ];
+        let endpoints = desired_endpoints(&service(IntOrString::Int(8080)), &pods);
+        let subsets = endpoints.subsets.expect("subsets");
+        assert_eq!(subsets.len(), 1);
+        let ips = |list: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
+            list.iter()
+                .flatten()
+                .map(|a| a.ip.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ips(&subsets[0].addresses), vec!["10.42.0.1"]);
+        assert_eq!(ips(&subsets[0].not_ready_addresses), vec!["10.42.0.2"]);
+        assert_eq!(subsets[0].ports.as_ref().expect("ports")[0].port, 8080);
+    }
+
+    #[test]
+    fn an_unresolvable_named_port_leaves_the_pod_out() {
+        let pods = [pod("a", Some("10.42.0.1"), true, 8080)];
+        let endpoints = desired_endpoints(&service(IntOrString::String("metrics".into())), &pods);
+        assert!(endpoints.subsets.is_none());
+    }
+
+    #[test]
+    fn publish_not_ready_addresses_lists_every_pod_as_ready() {
+        let pods = [
+            pod("a", Some("10.42.0.1"), true, 8080),
+            pod("b", Some("10.42.0.2"), false, 8080),
+        ];
+        let mut service = service(IntOrString::Int(8080));
+        if let Some(spec) = service.spec.as_mut() {
+            spec.publish_not_ready_addresses = Some(true);
+        }
+        let subsets = desired_endpoints(&service, &pods).subsets.expect("subsets");
+        assert_eq!(subsets[0].addresses.as_ref().map(Vec::len), Some(2));
+        assert!(subsets[0].not_ready_addresses.is_none());
+    }
+
+    #[test]
+    fn empty_lists_and_absent_fields_compare_equal() {
+        let absent = EndpointSubset::default();
+        let empty = EndpointSubset {
+            addresses: Some(Vec::new()),
+            ..Default::default()
+        };
+        assert!(same_json(&absent, &empty));
+        let one = EndpointSubset {
+            addresses: Some(vec![EndpointAddress {
+                ip: "10.42.0.1".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert!(!same_json(&absent, &one));
+    }
+}

@@ -182,3 +182,64 @@ pub(crate) async fn join_all(mut tasks: JoinSet<()>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Runs a worker over `keys` queued up front; `reconcile` fails a key's
+    /// first `failures` attempts. Returns the keys in reconcile order once
+    /// `until` attempts were made.
+    async fn attempts(keys: &[&'static str], failures: u32, until: usize) -> Vec<&'static str> {
+        let (queue, worker) = queue();
+        for key in keys {
+            queue.add(*key);
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let reconcile = {
+            let seen = seen.clone();
+            let shutdown = shutdown.clone();
+            move |key: &'static str| {
+                let mut seen = seen.lock().expect("lock");
+                seen.push(key);
+                let attempt = seen.iter().filter(|k| **k == key).count() as u32;
+                if seen.len() >= until {
+                    shutdown.cancel();
+                }
+                let result = if attempt <= failures {
+                    Err("injected failure")
+                } else {
+                    Ok(())
+                };
+                std::future::ready(result)
+            }
+        };
+        let run = worker.run(
+            shutdown.clone(),
+            Duration::from_secs(3600),
+            Vec::new,
+            reconcile,
+        );
+        tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the worker stops at shutdown");
+        let seen = seen.lock().expect("lock").clone();
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_keys_are_reconciled_once() {
+        assert_eq!(attempts(&["b", "a", "b", "a"], 0, 2).await, vec!["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_keys_are_retried_until_they_succeed() {
+        let started = Instant::now();
+        assert_eq!(attempts(&["a"], 3, 4).await, vec!["a"; 4]);
+        // Backoff of 200 ms, 400 ms and 800 ms between the four attempts.
+        assert!(started.elapsed() >= Duration::from_millis(1400));
+    }
+}

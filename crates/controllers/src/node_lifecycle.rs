@@ -11,7 +11,7 @@
 //! deletions (`gracePeriodSeconds=0`) after the pod is marked with a
 //! `DisruptionTarget` condition saying why, as upstream does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +108,7 @@ pub async fn run_with(
             leases,
             pods,
             heartbeats: HashMap::new(),
+            missing_since: HashMap::new(),
         };
         let mut tick = tokio::time::interval(monitor.config.monitor_period);
         loop {
@@ -135,6 +136,10 @@ struct Monitor {
     leases: Store<Lease>,
     pods: Store<Pod>,
     heartbeats: HashMap<String, Heartbeat>,
+    /// Nodes that pods are bound to but the cache lacks, and since when:
+    /// PodGC's quarantine, so a node being re-registered is not mistaken
+    /// for a deleted one.
+    missing_since: HashMap<String, Instant>,
 }
 
 impl Monitor {
@@ -155,11 +160,20 @@ impl Monitor {
         }
         self.heartbeats
             .retain(|name, _| current_nodes.contains_key(name));
+        let mut still_missing = HashSet::new();
         for pod in self.pods.state() {
+            match node_name(&pod) {
+                Some(node) if !current_nodes.contains_key(node) => {
+                    still_missing.insert(node.to_string());
+                }
+                _ => {}
+            }
             if let Err(err) = self.check_pod(&pod, &current_nodes).await {
                 tracing::warn!(pod = %ObjectRef::from_obj(pod.as_ref()), %err, "evicting pod");
             }
         }
+        self.missing_since
+            .retain(|name, _| still_missing.contains(name));
     }
 
     /// Whether the node's Lease was renewed within the grace period.
@@ -255,7 +269,7 @@ impl Monitor {
     /// Evicts a bound pod whose node is gone or whose tolerations of the
     /// node's NoExecute taints have run out.
     async fn check_pod(
-        &self,
+        &mut self,
         pod: &Pod,
         nodes: &HashMap<String, Arc<Node>>,
     ) -> Result<(), kube::Error> {
@@ -300,9 +314,16 @@ impl Monitor {
         }
     }
 
-    /// Deletes a pod bound to a node the API no longer has (checked live:
-    /// the cache may simply not have seen a new node yet).
-    async fn delete_if_node_gone(&self, pod: &Pod, node_name: &str) -> Result<(), kube::Error> {
+    /// Deletes a pod bound to a node that has been missing for the grace
+    /// period and that the API confirms is gone (the cache may lag).
+    async fn delete_if_node_gone(&mut self, pod: &Pod, node_name: &str) -> Result<(), kube::Error> {
+        let since = *self
+            .missing_since
+            .entry(node_name.to_string())
+            .or_insert_with(Instant::now);
+        if since.elapsed() < self.config.grace_period {
+            return Ok(());
+        }
         let nodes: Api<Node> = Api::all(self.client.clone());
         if nodes.get_opt(node_name).await?.is_some() {
             return Ok(());

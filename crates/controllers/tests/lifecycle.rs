@@ -238,6 +238,29 @@ async fn foreground_deletion_keeps_the_owner_until_its_dependents_are_gone() {
             .any(|f| f == "foregroundDeletion")
     );
 
+    // Foreground deletion cascades down a ReplicaSet-like chain too.
+    let replicasets: Api<ReplicaSet> = cluster.api();
+    let pods: Api<Pod> = cluster.api();
+    let replicaset: ReplicaSet = create(
+        &replicasets,
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "front"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "front"}},
+                "template": {"metadata": {"labels": {"app": "front"}},
+                    "spec": {"containers": [{"name": "app", "image": "busybox:test"}]}}}}),
+    )
+    .await;
+    let mut dependent = pod("front-a", json!({"app": "front"}), json!({}));
+    dependent["metadata"]["ownerReferences"] = owned_by(&replicaset, true);
+    create::<Pod>(&pods, dependent).await;
+    replicasets
+        .delete("front", &DeleteParams::foreground())
+        .await
+        .expect("delete replicaset");
+    wait_for("the ReplicaSet and its pod to go", || async {
+        !exists(&replicasets, "front").await && !exists(&pods, "front-a").await
+    })
+    .await;
+
     let release = json!({"metadata": {"finalizers": null}});
     maps.patch("held", &PatchParams::default(), &Patch::Merge(release))
         .await
@@ -397,7 +420,8 @@ async fn a_node_that_stops_renewing_its_lease_is_tainted_and_its_pods_evicted() 
     )
     .await;
 
-    // Healthy for longer than the grace period: nothing happens.
+    // An observation window, not synchronisation: a node renewing its lease
+    // for longer than the grace period must stay untouched.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let healthy = nodes.get("node-a").await.expect("node");
     assert_eq!(condition(&healthy, "Ready"), Some("True"));
