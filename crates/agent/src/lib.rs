@@ -1,4 +1,94 @@
 //! Gantry's node agent (the kubelet and, later, kube-proxy): registers its Node,
 //! renews its Lease, and drives the pods bound to it on the container engine.
+//!
+//! [`run`] owns three kinds of background work, all stopped by one
+//! [`CancellationToken`]: the node heartbeat ([`node`]), the pod watch and one
+//! worker per pod ([`pods`]), and each worker's probes ([`probes`]). Stopping the
+//! agent leaves containers running: their monitors (the engine's shims) keep them,
+//! and the next agent adopts them.
+
 pub mod network;
+pub mod node;
+pub mod pods;
+pub mod probes;
 pub mod volumes;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the agent needs to know about its node and engine.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Node's name (and the pods' `spec.nodeName`).
+    pub node_name: String,
+    /// The engine's root (images and containers, shared with `gantry run`): /var/lib/gantry by default.
+    pub engine_root: PathBuf,
+    /// How to start the per-container monitor: `<current exe> --root <root> container-shim`.
+    pub shim: gantry_runtime::ShimCommand,
+    /// Where pods' network namespaces are pinned (one file per pod UID).
+    pub netns_dir: PathBuf,
+    /// How often the node Lease is renewed.
+    pub lease_renew_interval: Duration,
+    /// How often the Node's status (and its heartbeat times) is rewritten.
+    pub status_update_interval: Duration,
+}
+
+impl AgentConfig {
+    /// The upstream kubelet's defaults for `node_name` on the engine at `engine_root`.
+    pub fn new(
+        node_name: impl Into<String>,
+        engine_root: impl Into<PathBuf>,
+        shim: gantry_runtime::ShimCommand,
+    ) -> AgentConfig {
+        let engine_root = engine_root.into();
+        AgentConfig {
+            node_name: node_name.into(),
+            netns_dir: engine_root.join("netns"),
+            engine_root,
+            shim,
+            lease_renew_interval: Duration::from_secs(10),
+            status_update_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why the agent stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The API server refused or failed a request the agent cannot do without.
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    /// The container engine could not be opened.
+    #[error("container runtime: {0}")]
+    Runtime(#[from] gantry_runtime::Error),
+    /// The image store could not be opened.
+    #[error("image store: {0}")]
+    Image(#[from] gantry_image::ImageError),
+}
+
+/// Registers the node and runs the agent until `shutdown` is cancelled.
+///
+/// Fails only when the node cannot be registered or the engine cannot be
+/// opened; later API errors are retried, as the kubelet does.
+pub async fn run(
+    client: kube::Client,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let engine = pods::Engine::open(&config)?;
+    let node = node::NodeAgent::new(client.clone(), &config);
+    node.register().await?;
+    tracing::info!(node = %config.node_name, "node registered");
+
+    let tasks = TaskTracker::new();
+    tasks.spawn(node.clone().run_heartbeat(shutdown.clone()));
+    let host_ip = node.host_ip().to_string();
+    tasks.spawn(pods::run(client, config, engine, host_ip, shutdown.clone()));
+    tasks.close();
+    shutdown.cancelled().await;
+    tasks.wait().await;
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The container engine as the agent uses it: the runtime and image store, with
+//! every blocking call moved off the async runtime, and exec run through the
+//! `gantry` binary so that no container process is forked from this
+//! multi-threaded server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use gantry_image::{Image, ImageError, ImageStore, PullOptions};
+use gantry_runtime::{Container, Runtime, Status};
+
+use super::naming::ContainerName;
+use super::status::Observed;
+use crate::{AgentConfig, AgentError};
+
+/// The engine under one root, shared by every pod worker; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    runtime: Runtime,
+    images: ImageStore,
+    root: PathBuf,
+    gantry: PathBuf,
+}
+
+/// What an exec'd command printed and how it ended.
+#[derive(Clone, Debug)]
+pub struct ExecOutput {
+    /// Its exit code (126/127 when it could not be started, as Docker's).
+    pub code: i32,
+    /// stdout then stderr, for messages.
+    pub text: String,
+}
+
+/// One container of a pod as found in the engine.
+#[derive(Clone, Debug)]
+pub struct PodContainer {
+    /// What its name says it is.
+    pub name: ContainerName,
+    /// What the engine says about it.
+    pub observed: Observed,
+}
+
+impl Engine {
+    /// Opens the runtime and the image store under `config.engine_root`.
+    pub fn open(config: &AgentConfig) -> Result<Engine, AgentError> {
+        Ok(Engine {
+            runtime: Runtime::open(&config.engine_root, config.shim.clone())?,
+            images: ImageStore::open(&config.engine_root)?,
+            root: config.engine_root.clone(),
+            gantry: config.shim.program.clone(),
+        })
+    }
+
+    /// Runs `work` on the runtime from the blocking pool (it reads files,
+    /// spawns monitors and waits on their state).
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Runtime) -> gantry_runtime::Result<T> + Send + 'static,
+    ) -> gantry_runtime::Result<T> {
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || work(&runtime))
+            .await
+            .unwrap_or_else(|e| {
+                Err(gantry_runtime::Error::Spec(format!(
+                    "engine task failed: {e}"
+                )))
+            })
+    }
+
+    /// Every container the agent created, grouped by pod UID, attempts in order.
+    pub async fn pod_containers(
+        &self,
+    ) -> gantry_runtime::Result<BTreeMap<String, Vec<PodContainer>>> {
+        let containers = self.blocking(|runtime| runtime.list()).await?;
+        let mut by_pod: BTreeMap<String, Vec<PodContainer>> = BTreeMap::new();
+        for container in containers {
+            let Some(name) = ContainerName::parse(&container.config.name) else {
+                continue;
+            };
+            by_pod
+                .entry(name.uid.clone())
+                .or_default()
+                .push(PodContainer {
+                    observed: observe(&container, name.attempt),
+                    name,
+                });
+        }
+        for containers in by_pod.values_mut() {
+            containers.sort_by_key(|c| c.name.attempt);
+        }
+        Ok(by_pod)
+    }
+
+    /// The containers of the pod `uid`, attempts in order.
+    pub async fn containers_of(&self, uid: &str) -> gantry_runtime::Result<Vec<PodContainer>> {
+        Ok(self.pod_containers().await?.remove(uid).unwrap_or_default())
+    }
+
+    /// Finds an image according to the pull policy.
+    ///
+    /// The image store's pull future is not `Send` (its layer stream borrows
+    /// across awaits), so it runs to completion on a blocking-pool thread.
+    pub async fn image(&self, reference: &str, policy: &str) -> Result<Image, ImageError> {
+        let images = self.images.clone();
+        let reference = reference.to_owned();
+        let policy = policy.to_owned();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || match policy.as_str() {
+            "Never" => images.resolve(&reference),
+            "Always" => {
+                let id = handle.block_on(images.pull(&reference, &PullOptions::default()))?;
+                images.resolve(id.as_str())
+            }
+            _ => handle.block_on(images.resolve_or_pull(&reference, &PullOptions::default())),
+        })
+        .await
+        .map_err(|e| ImageError::Registry(format!("image task failed: {e}")))?
+    }
+
+    /// Runs `command` in the running container `id` (through `gantry exec`) and
+    /// kills it when it outlasts `timeout`.
+    pub async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, String> {
+        let child = tokio::process::Command::new(&self.gantry)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("exec")
+            .arg(id)
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.gantry.display()))?;
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Err(_) => Err(format!("command {command:?} timed out after {timeout:?}")),
+            Ok(Err(error)) => Err(format!("running {command:?}: {error}")),
+            Ok(Ok(output)) => {
+                let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&output.stderr));
+                text.truncate(1024);
+                Ok(ExecOutput {
+                    code: output.status.code().unwrap_or(137),
+                    text,
+                })
+            }
+        }
+    }
+
+    /// The engine's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn observe(container: &Container, attempt: u32) -> Observed {
+    let state = &container.state;
+    Observed {
+        id: container.config.id.clone(),
+        attempt,
+        image_id: container.config.image_id.clone(),
+        running: state.status == Status::Running,
+        exit_code: (state.status == Status::Exited).then(|| state.exit_code.unwrap_or(255)),
+        oom_killed: state.oom_killed,
+        error: state.error.clone(),
+        started_at: state.started_at,
+        finished_at: state.finished_at,
+    }
+}
