@@ -1,18 +1,49 @@
-//! Control-plane commands: `gantry server`, and later `gantry agent`.
+//! Control-plane commands: `gantry server` runs the API server and, like k3s, the
+//! scheduler, the controller manager and a node agent for this machine beside it.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use gantry_apiserver::ServerConfig;
+use gantry_agent::AgentConfig;
+use gantry_apiserver::{Component, ServerConfig};
+use gantry_client::{LeaderElection, LeaseTiming};
+use gantry_controllers::ControllerManagerConfig;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::GlobalOptions;
+use crate::commands::container::shim_command;
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// Run the Kubernetes-compatible API server.
+    /// Run the Kubernetes-compatible API server (with a scheduler, controllers and a node agent).
     Server(ServerArgs),
+    /// Join this machine to a cluster as a node.
+    Agent(AgentArgs),
+}
+
+/// Flags named like k3s's `agent`.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "GANTRY_URL", required_unless_present = "kubeconfig")]
+    server: Option<String>,
+    /// The join token from the server's `<data-dir>/node-token`.
+    #[arg(long, env = "GANTRY_TOKEN", conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the join token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Use these credentials instead of joining with a token.
+    #[arg(long, conflicts_with_all = ["token", "token_file"])]
+    kubeconfig: Option<PathBuf>,
+    /// This machine's node name [default: the host name].
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 /// Flags named like k3s's `server` so its users find them where they expect.
@@ -36,6 +67,21 @@ pub struct ServerArgs {
     /// Extra host names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// This machine's node name [default: the host name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The range pod IPs come from; each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// Do not run a node agent here (a control-plane-only server).
+    #[arg(long)]
+    disable_agent: bool,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controller manager.
+    #[arg(long)]
+    disable_controller_manager: bool,
 }
 
 impl ClusterCommand {
@@ -43,14 +89,120 @@ impl ClusterCommand {
     pub fn run(self, global: &GlobalOptions) -> anyhow::Result<()> {
         match self {
             ClusterCommand::Server(args) => run_server(args, global),
+            ClusterCommand::Agent(args) => run_agent(args, global),
         }
     }
 }
 
+/// The components `gantry server` runs beside the API server, each an API client with its
+/// own certificate, started once the server listens and stopped before it.
+struct LocalComponents {
+    scheduler: Option<PathBuf>,
+    controller_manager: Option<(PathBuf, ControllerManagerConfig)>,
+    agent: Option<(PathBuf, AgentConfig)>,
+}
+
+impl LocalComponents {
+    fn plan(args: &ServerArgs, data_dir: &Path, global: &GlobalOptions) -> anyhow::Result<Self> {
+        let node_name = match &args.node_name {
+            Some(name) => name.clone(),
+            None => host_name()?,
+        };
+        let agent = if args.disable_agent {
+            None
+        } else {
+            let config = AgentConfig::new(
+                node_name,
+                global.root.clone(),
+                shim_command(global)?,
+            );
+            Some((data_dir.join("agent.kubeconfig"), config))
+        };
+        Ok(LocalComponents {
+            scheduler: (!args.disable_scheduler).then(|| data_dir.join("scheduler.kubeconfig")),
+            controller_manager: (!args.disable_controller_manager).then(|| {
+                let mut config = ControllerManagerConfig::default();
+                config.node_ipam.cluster_cidr = args.cluster_cidr;
+                (data_dir.join("controller-manager.kubeconfig"), config)
+            }),
+            agent,
+        })
+    }
+
+    /// The identities the API server must issue kubeconfigs for, named as upstream's.
+    fn identities(&self) -> Vec<Component> {
+        let component = |user: String, groups: &[&str], kubeconfig: &PathBuf| Component {
+            user,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            kubeconfig: kubeconfig.clone(),
+        };
+        let mut identities = Vec::new();
+        if let Some(path) = &self.scheduler {
+            identities.push(component("system:kube-scheduler".into(), &[], path));
+        }
+        if let Some((path, _)) = &self.controller_manager {
+            identities.push(component("system:kube-controller-manager".into(), &[], path));
+        }
+        if let Some((path, config)) = &self.agent {
+            let user = format!("system:node:{}", config.node_name);
+            identities.push(component(user, &["system:nodes"], path));
+        }
+        identities
+    }
+
+    /// Starts every planned component on `tasks`; each stops when `shutdown` is cancelled.
+    async fn spawn(self, tasks: &mut JoinSet<()>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Host and process, so two servers on one host are distinct candidates.
+        let identity = format!("{}_{}", host_name()?, std::process::id());
+        if let Some(path) = self.scheduler {
+            let client = gantry_client::connect(&path).await?;
+            let election = elect(client.clone(), "kube-scheduler", &identity);
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                election
+                    .run(shutdown, |leading| async move {
+                        if let Err(err) = gantry_scheduler::run(client, leading).await {
+                            tracing::error!(%err, "scheduler stopped");
+                        }
+                    })
+                    .await;
+            });
+        }
+        if let Some((path, config)) = self.controller_manager {
+            let client = gantry_client::connect(&path).await?;
+            let election = elect(client.clone(), "kube-controller-manager", &identity);
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                election
+                    .run(shutdown, |leading| {
+                        gantry_controllers::run_all_with(client, config, leading)
+                    })
+                    .await;
+            });
+        }
+        if let Some((path, config)) = self.agent {
+            let client = gantry_client::connect(&path).await?;
+            tasks.spawn(async move {
+                if let Err(err) = gantry_agent::run(client, config, shutdown).await {
+                    tracing::error!(%err, "node agent stopped");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+fn elect(client: kube::Client, lease: &str, identity: &str) -> LeaderElection {
+    LeaderElection::new(client, "kube-system", lease, identity, LeaseTiming::default())
+}
+
 fn run_server(args: ServerArgs, global: &GlobalOptions) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.unwrap_or_else(|| global.root.join("server"));
-    let kubeconfig_output =
-        args.kubeconfig_output.unwrap_or_else(|| data_dir.join("admin.kubeconfig"));
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| global.root.join("server"));
+    let kubeconfig_output = args
+        .kubeconfig_output
+        .clone()
+        .unwrap_or_else(|| data_dir.join("admin.kubeconfig"));
+    let components = LocalComponents::plan(&args, &data_dir, global)?;
     let config = ServerConfig {
         data_dir,
         bind_address: args.bind_address,
@@ -58,18 +210,125 @@ fn run_server(args: ServerArgs, global: &GlobalOptions) -> anyhow::Result<()> {
         token_file: args.token_file,
         kubeconfig_output: kubeconfig_output.clone(),
         tls_sans: args.tls_san,
-        components: Vec::new(),
+        components: components.identities(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let announce = Box::new(move |address| {
-            println!("Kubeconfig written to {}", kubeconfig_output.display());
-            println!("Serving on https://{address}");
-        });
-        gantry_apiserver::run(config, announce, termination_signal())
-            .await
-            .context("API server")
+    runtime.block_on(serve(config, components, kubeconfig_output))
+}
+
+/// Runs the API server and, once it listens, the local components; on SIGINT/SIGTERM stops
+/// the components first (they still need the API to finish cleanly), then the server.
+async fn serve(
+    config: ServerConfig,
+    components: LocalComponents,
+    kubeconfig_output: PathBuf,
+) -> anyhow::Result<()> {
+    let (listening_tx, listening) = oneshot::channel();
+    let announce = Box::new(move |address| {
+        println!("Kubeconfig written to {}", kubeconfig_output.display());
+        println!("Serving on https://{address}");
+        let _ = listening_tx.send(());
+    });
+    let stop_server = CancellationToken::new();
+    let mut server = tokio::spawn(gantry_apiserver::run(
+        config,
+        announce,
+        stop_server.clone().cancelled_owned(),
+    ));
+    let stop_components = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let until_signal = async {
+        // An error before listening leaves `listening` dropped; the server's result says why.
+        if listening.await.is_ok() {
+            components.spawn(&mut tasks, stop_components.clone()).await?;
+        }
+        termination_signal().await;
+        anyhow::Ok(())
+    };
+    let outcome = tokio::select! {
+        outcome = until_signal => outcome,
+        finished = &mut server => {
+            stop_components.cancel();
+            return finished.context("API server task")?.context("API server");
+        }
+    };
+    stop_components.cancel();
+    if tokio::time::timeout(COMPONENT_STOP_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
     })
+    .await
+    .is_err()
+    {
+        tracing::warn!("components did not stop in time; aborting them");
+        tasks.abort_all();
+    }
+    stop_server.cancel();
+    server.await.context("API server task")?.context("API server")?;
+    outcome
+}
+
+fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
+    let node_name = match args.node_name.clone() {
+        Some(name) => name,
+        None => host_name()?,
+    };
+    let config = AgentConfig::new(node_name.clone(), global.root.clone(), shim_command(global)?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let kubeconfig = match args.kubeconfig {
+            Some(path) => path,
+            None => node_credentials(&args, &global.root, &node_name).await?,
+        };
+        let client = gantry_client::connect(&kubeconfig).await?;
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(gantry_agent::run(client, config, shutdown.clone()));
+        termination_signal().await;
+        shutdown.cancel();
+        agent.await.context("node agent task")?.context("node agent")
+    })
+}
+
+/// The node's kubeconfig under `<root>/agent`, obtained with the join token on first start
+/// and reused afterwards (like k3s, a node keeps its identity across restarts).
+async fn node_credentials(args: &AgentArgs, root: &Path, node_name: &str) -> anyhow::Result<PathBuf> {
+    let path = root.join("agent").join("node.kubeconfig");
+    if path.exists() {
+        return Ok(path);
+    }
+    let server = args.server.as_deref().context("--server is required to join")?;
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?,
+        (None, None) => anyhow::bail!("--token or --token-file is required to join"),
+    };
+    let yaml = gantry_client::request_node_kubeconfig(server, token.trim(), node_name).await?;
+    write_private(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+    println!("Joined {server} as node {node_name}");
+    Ok(path)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// How long components get to finish their work after SIGTERM before they are aborted.
+const COMPONENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn host_name() -> anyhow::Result<String> {
+    let name = nix::unistd::gethostname().context("reading the host name")?;
+    Ok(name.to_string_lossy().to_lowercase())
 }
 
 /// Completes on SIGINT or SIGTERM, so the store is closed cleanly either way.

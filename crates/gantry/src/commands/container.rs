@@ -206,13 +206,19 @@ pub struct ShimArgs {
 
 /// The container runtime under `global.root`, launching monitors by re-executing this binary.
 pub fn runtime(global: &GlobalOptions) -> anyhow::Result<Runtime> {
+    Ok(Runtime::open(&global.root, shim_command(global)?)?)
+}
+
+/// How the runtime starts a container's monitor: this binary's `container-shim`, under the
+/// same root, so the CLI and the node agent supervise containers the same way.
+pub fn shim_command(global: &GlobalOptions) -> anyhow::Result<ShimCommand> {
     let program = std::env::current_exe().context("locating the gantry executable")?;
     let args = vec![
         "--root".into(),
         global.root.clone().into_os_string(),
         "container-shim".into(),
     ];
-    Ok(Runtime::open(&global.root, ShimCommand { program, args })?)
+    Ok(ShimCommand { program, args })
 }
 
 impl ContainerCommand {
@@ -793,7 +799,7 @@ fn inspect_json(c: &Container, root: &std::path::Path) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "HostConfig": {
             "Binds": c.config.mounts.iter().map(|m| format!("{}:{}{}", m.source.display(), m.destination.display(), if m.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
-            "NetworkMode": match c.config.network { NetworkMode::None => "none", NetworkMode::Host => "host" },
+            "NetworkMode": match c.config.network { NetworkMode::None => "none", NetworkMode::Host => "host", NetworkMode::Join(_) => "container" },
             "AutoRemove": c.config.auto_remove,
             "ReadonlyRootfs": c.config.read_only,
             "Memory": resources.memory_bytes.unwrap_or(0),
