@@ -535,6 +535,20 @@ async fn host_path_directory_or_create_creates_the_directory() {
 }
 
 #[tokio::test]
+async fn volume_names_cannot_escape_the_pod_directory() {
+    let mut fixture = Fixture::start().await;
+    let pod = pod_with(vec![Volume {
+        name: "../../../escaped".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }]);
+    let error = fixture.prepare(&pod).await.unwrap_err();
+    assert!(matches!(error, VolumeError::InvalidPath(_)), "{error}");
+    assert!(!fixture.root.path().join("escaped").exists());
+    assert!(!fixture.root.path().join("pods/escaped").exists());
+}
+
+#[tokio::test]
 async fn missing_config_maps_are_empty_if_optional_and_an_error_if_not() {
     let mut fixture = Fixture::start().await;
     let optional = pod_with(vec![config_map_volume("config", "absent", Some(true))]);

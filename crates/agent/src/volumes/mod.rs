@@ -311,18 +311,25 @@ impl VolumeManager {
     }
 
     /// Re-syncs the contents of configMap/secret/projected/downwardAPI volumes (call
-    /// periodically and on change); unchanged volumes are not rewritten.
+    /// periodically and on change); unchanged volumes are not rewritten. One
+    /// failing volume does not hold back the others; the first error is returned.
     pub async fn refresh(&self, pod: &Pod, volumes: &PodVolumes) -> Result<(), VolumeError> {
+        let mut first_error = None;
         for volume in pod_volumes(pod) {
             let Some(prepared) = volumes.get(&volume.name) else {
                 continue;
             };
-            if prepared.kind.is_projected() {
-                self.write_projected(pod, volume, prepared, Write::Refresh)
-                    .await?;
+            if !prepared.kind.is_projected() {
+                continue;
+            }
+            let written = self
+                .write_projected(pod, volume, prepared, Write::Refresh)
+                .await;
+            if let Err(error) = written {
+                first_error.get_or_insert(error);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Unmounts and deletes everything under `<root>/<pod uid>`; idempotent.
@@ -350,6 +357,8 @@ impl VolumeManager {
         pod_dir: &Path,
         volume: &Volume,
     ) -> Result<PreparedVolume, VolumeError> {
+        // The name becomes a directory name: one plain segment (DNS labels are).
+        validate_key(&volume.name)?;
         let under_pod = |kind: VolumeKind| PreparedVolume {
             path: pod_dir
                 .join("volumes")
