@@ -2,8 +2,10 @@
 //! memory-backed volumes, and finding and removing the mounts under a pod's
 //! directory. Callers run these on tokio's blocking pool.
 
+use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -125,17 +127,51 @@ pub fn mount_tmpfs(path: &Path, size_bytes: Option<u128>, mode: u32) -> io::Resu
 /// Every mount point at or below `dir` in this process's mount namespace, deepest
 /// first (the order to unmount them in).
 pub fn mount_points_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let infos = procfs::process::Process::myself()
-        .and_then(|process| process.mountinfo())
-        .map_err(io::Error::other)?;
-    let mut points: Vec<PathBuf> = infos
-        .into_iter()
-        .map(|info| info.mount_point)
+    let mountinfo = fs::read("/proc/self/mountinfo")?;
+    let mut points: Vec<PathBuf> = mount_points(&mountinfo)
         .filter(|point| point.starts_with(dir))
         .collect();
     points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
     points.dedup();
     Ok(points)
+}
+
+/// The mount points (fifth field) of a mountinfo file, with the kernel's octal
+/// escapes (`\040` for a space, `\011`, `\012`, `\134`) undone.
+fn mount_points(mountinfo: &[u8]) -> impl Iterator<Item = PathBuf> + '_ {
+    mountinfo
+        .split(|byte| *byte == b'\n')
+        .filter_map(|line| line.split(|byte| *byte == b' ').nth(4))
+        .map(|field| PathBuf::from(OsString::from_vec(unescape_octal(field))))
+}
+
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(field.len());
+    let mut rest = field;
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = match tail {
+            [a, b, c, ..]
+                if byte == b'\\' && [a, b, c].iter().all(|d| (b'0'..=b'7').contains(d)) =>
+            {
+                u8::try_from(
+                    u32::from(a - b'0') * 64 + u32::from(b - b'0') * 8 + u32::from(c - b'0'),
+                )
+                .ok()
+            }
+            _ => None,
+        };
+        match escaped {
+            Some(value) => {
+                bytes.push(value);
+                rest = &tail[3..];
+            }
+            None => {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    bytes
 }
 
 /// Unmounts everything at or below `dir`, then removes `dir`. Refuses to remove
@@ -192,6 +228,18 @@ mod tests {
         assert!(
             check_host_path(&dir.path().join("missing/f"), HostPathType::FileOrCreate).is_err()
         );
+    }
+
+    #[test]
+    fn mountinfo_mount_points_are_unescaped() {
+        let mountinfo = b"22 1 0:21 / / rw - ext4 /dev/sda1 rw\n\
+            98 22 0:50 / /var/lib/a\\040b\\134c rw,nosuid - tmpfs tmpfs rw,size=16384k\n";
+        let points: Vec<PathBuf> = mount_points(mountinfo).collect();
+        assert_eq!(
+            points,
+            [PathBuf::from("/"), PathBuf::from("/var/lib/a b\\c")]
+        );
+        assert_eq!(unescape_octal(b"\\777x\\9"), b"\\777x\\9");
     }
 
     #[test]
