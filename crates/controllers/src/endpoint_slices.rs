@@ -123,6 +123,7 @@ async fn reconcile(context: &Context, key: ServiceKey) -> Result<(), kube::Error
         match matching.map(|i| unused.remove(i)) {
             Some(existing) => update(&api, &existing, desired).await?,
             None => {
+                tracing::debug!(service = %key, "creating EndpointSlice");
                 api.create(&PostParams::default(), &desired).await?;
             }
         }
@@ -147,6 +148,7 @@ async fn update(
     {
         return Ok(());
     }
+    tracing::debug!(slice = existing.name_any(), "updating EndpointSlice");
     let mut updated = existing.clone();
     updated.metadata.labels = desired.metadata.labels;
     updated.metadata.owner_references = desired.metadata.owner_references;

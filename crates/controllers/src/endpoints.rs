@@ -99,6 +99,7 @@ async fn reconcile(context: &Context, key: ServiceKey) -> Result<(), kube::Error
     let desired = desired_endpoints(&service, &pods);
     match current {
         None => {
+            tracing::debug!(service = %key, "creating Endpoints");
             api.create(&PostParams::default(), &desired).await?;
         }
         Some(current) => {
@@ -107,6 +108,7 @@ async fn reconcile(context: &Context, key: ServiceKey) -> Result<(), kube::Error
             {
                 return Ok(());
             }
+            tracing::debug!(service = %key, "updating Endpoints");
             let mut updated = (*current).clone();
             updated.metadata.labels = desired.metadata.labels;
             updated.subsets = desired.subsets;

@@ -34,6 +34,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        // `RUST_LOG=gantry_controllers=debug` shows what the controllers do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let server = TestServer::start();
         let client = server.client().await;
         Cluster {
