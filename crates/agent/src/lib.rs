@@ -7,6 +7,7 @@
 //! agent leaves containers running: their monitors (the engine's shims) keep them,
 //! and the next agent adopts them.
 
+pub mod kubelet_api;
 pub mod network;
 pub mod node;
 pub mod pods;
@@ -34,6 +35,11 @@ pub struct AgentConfig {
     pub lease_renew_interval: Duration,
     /// How often the Node's status (and its heartbeat times) is rewritten.
     pub status_update_interval: Duration,
+    /// The kubelet API's port (10250; 0 picks a free one, advertised in the Node status).
+    pub kubelet_port: u16,
+    /// The CA certificates (DER) that sign the kubelet API's callers: the cluster CA,
+    /// from the agent's kubeconfig ([`kubelet_api::cluster_ca`]).
+    pub kubelet_client_ca: Vec<Vec<u8>>,
 }
 
 impl AgentConfig {
@@ -51,6 +57,8 @@ impl AgentConfig {
             shim,
             lease_renew_interval: Duration::from_secs(10),
             status_update_interval: Duration::from_secs(20),
+            kubelet_port: kubelet_api::DEFAULT_PORT,
+            kubelet_client_ca: Vec::new(),
         }
     }
 }
@@ -67,6 +75,9 @@ pub enum AgentError {
     /// The image store could not be opened.
     #[error("image store: {0}")]
     Image(#[from] gantry_image::ImageError),
+    /// The kubelet API could not start.
+    #[error(transparent)]
+    KubeletApi(#[from] kubelet_api::KubeletApiError),
 }
 
 /// Registers the node and runs the agent until `shutdown` is cancelled.
@@ -75,16 +86,19 @@ pub enum AgentError {
 /// opened; later API errors are retried, as the kubelet does.
 pub async fn run(
     client: kube::Client,
-    config: AgentConfig,
+    mut config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let engine = pods::Engine::open(&config)?;
+    let kubelet_api = kubelet_api::KubeletApi::bind(&config).await?;
+    config.kubelet_port = kubelet_api.port();
     let node = node::NodeAgent::new(client.clone(), &config);
     node.register().await?;
     tracing::info!(node = %config.node_name, "node registered");
 
     let tasks = TaskTracker::new();
     tasks.spawn(node.clone().run_heartbeat(shutdown.clone()));
+    tasks.spawn(kubelet_api.serve(shutdown.clone()));
     let host_ip = node.host_ip().to_string();
     tasks.spawn(pods::run(client, config, engine, host_ip, shutdown.clone()));
     tasks.close();

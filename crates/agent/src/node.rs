@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::Api;
@@ -38,6 +41,7 @@ pub struct NodeAgent {
     host_ip: IpAddr,
     lease_renew_interval: Duration,
     status_update_interval: Duration,
+    kubelet_port: u16,
 }
 
 impl NodeAgent {
@@ -50,6 +54,7 @@ impl NodeAgent {
             host_ip: primary_ipv4(),
             lease_renew_interval: config.lease_renew_interval,
             status_update_interval: config.status_update_interval,
+            kubelet_port: config.kubelet_port,
         }
     }
 
@@ -105,12 +110,17 @@ impl NodeAgent {
 
     async fn update_status(&self) -> Result<(), kube::Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let status = node_status(
+        let mut status = node_status(
             &self.name,
             self.host_ip,
             &self.engine_root,
             Timestamp::now(),
         );
+        status.daemon_endpoints = Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(self.kubelet_port),
+            }),
+        });
         let patch = serde_json::json!({ "status": status });
         nodes
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod namespaces;
 pub mod objects;
 pub mod pki;
+pub mod proxy;
 pub mod rest;
 pub mod selectors;
 pub mod server;

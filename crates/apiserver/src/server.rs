@@ -24,6 +24,7 @@ use crate::bootstrap::{JoinToken, JoinTokenError};
 use crate::namespaces;
 use crate::objects::Objects;
 use crate::pki::{ClusterPki, PkiError};
+use crate::proxy::{self, PodProxy};
 use crate::rest;
 use crate::tls::{PeerCertificates, serve_tls};
 
@@ -93,6 +94,7 @@ struct AppState {
     objects: Objects,
     pki: Arc<ClusterPki>,
     join_token: JoinToken,
+    pod_proxy: PodProxy,
 }
 
 /// Runs the server until `shutdown` completes, then stops serving and closes the store.
@@ -143,6 +145,7 @@ pub async fn run(
         authenticator: Arc::new(Authenticator::new(config.token_file.as_deref())?),
         server_address: local.to_string(),
         objects: objects.clone(),
+        pod_proxy: PodProxy::new(objects.clone(), &pki)?,
         pki: Arc::new(pki),
         join_token,
     };
@@ -178,6 +181,7 @@ fn serving_names(tls_sans: &[String]) -> (Vec<String>, Vec<IpAddr>) {
 
 fn router(state: AppState) -> Router {
     Router::new()
+        .merge(proxy::routes(state.pod_proxy.clone()))
         .route("/healthz", get(ok_text))
         .route("/livez", get(ok_text))
         .route("/readyz", get(ok_text))

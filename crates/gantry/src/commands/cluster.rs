@@ -44,6 +44,9 @@ pub struct AgentArgs {
     /// This machine's node name [default: the host name].
     #[arg(long)]
     node_name: Option<String>,
+    /// The kubelet API's port (0 picks a free one).
+    #[arg(long, default_value_t = gantry_agent::kubelet_api::DEFAULT_PORT)]
+    kubelet_port: u16,
 }
 
 /// Flags named like k3s's `server` so its users find them where they expect.
@@ -73,6 +76,9 @@ pub struct ServerArgs {
     /// The range pod IPs come from; each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: ipnet::Ipv4Net,
+    /// The local node agent's kubelet API port (0 picks a free one).
+    #[arg(long, default_value_t = gantry_agent::kubelet_api::DEFAULT_PORT)]
+    kubelet_port: u16,
     /// Do not run a node agent here (a control-plane-only server).
     #[arg(long)]
     disable_agent: bool,
@@ -111,11 +117,12 @@ impl LocalComponents {
         let agent = if args.disable_agent {
             None
         } else {
-            let config = AgentConfig::new(
+            let mut config = AgentConfig::new(
                 node_name,
                 global.root.clone(),
                 shim_command(global)?,
             );
+            config.kubelet_port = args.kubelet_port;
             Some((data_dir.join("agent.kubeconfig"), config))
         };
         Ok(LocalComponents {
@@ -180,8 +187,9 @@ impl LocalComponents {
                     .await;
             });
         }
-        if let Some((path, config)) = self.agent {
+        if let Some((path, mut config)) = self.agent {
             let client = gantry_client::connect(&path).await?;
+            config.kubelet_client_ca = gantry_agent::kubelet_api::cluster_ca(&path).await?;
             tasks.spawn(async move {
                 if let Err(err) = gantry_agent::run(client, config, shutdown).await {
                     tracing::error!(%err, "node agent stopped");
@@ -272,7 +280,8 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
         Some(name) => name,
         None => host_name()?,
     };
-    let config = AgentConfig::new(node_name.clone(), global.root.clone(), shim_command(global)?);
+    let mut config = AgentConfig::new(node_name.clone(), global.root.clone(), shim_command(global)?);
+    config.kubelet_port = args.kubelet_port;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let kubeconfig = match args.kubeconfig {
@@ -280,6 +289,7 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
             None => node_credentials(&args, &global.root, &node_name).await?,
         };
         let client = gantry_client::connect(&kubeconfig).await?;
+        config.kubelet_client_ca = gantry_agent::kubelet_api::cluster_ca(&kubeconfig).await?;
         let shutdown = CancellationToken::new();
         let agent = tokio::spawn(gantry_agent::run(client, config, shutdown.clone()));
         termination_signal().await;
