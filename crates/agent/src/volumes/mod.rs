@@ -579,8 +579,12 @@ async fn prepare_host_path(
     if !path.is_absolute() {
         return Err(host_path_error("must be an absolute path".to_owned()));
     }
-    let path_type = HostPathType::parse(source.type_.as_deref())
-        .ok_or_else(|| host_path_error(format!("unknown type {:?}", source.type_)))?;
+    let path_type = HostPathType::parse(source.type_.as_deref()).ok_or_else(|| {
+        host_path_error(format!(
+            "unknown type {:?}",
+            source.type_.as_deref().unwrap_or_default()
+        ))
+    })?;
     let checked = path.clone();
     tokio::task::spawn_blocking(move || check_host_path(&checked, path_type))
         .await?
