@@ -584,7 +584,7 @@ mod tests {
             pod("pending", Some("n"), "Pending", false, 10),
             pod("unscheduled", None, "Pending", false, 5),
         ];
-        pods.sort_by_key(|pod| deletion_rank(pod));
+        pods.sort_by_key(deletion_rank);
         let order: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
         assert_eq!(
             order,
