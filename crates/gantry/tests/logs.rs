@@ -1,0 +1,238 @@
+//! `kubectl logs` end to end: the real kubectl asks the API server, which finds the
+//! pod's node and relays the node agent's kubelet API (`/containerLogs`) back.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{KUBECTL, Server, wait_for};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A server with its node agent (kubelet API on a free port) and `busybox:test`; on
+/// drop its pods are deleted and awaited before the server stops, and nothing of the
+/// engine is left behind.
+struct Node {
+    server: Server,
+    name: String,
+}
+
+impl Node {
+    fn start() -> Node {
+        let server = Server::start_with(&["--kubelet-port", "0"]);
+        let store = gantry_image::ImageStore::open(server.dir.path()).expect("image store");
+        gantry_image::test_support::import_busybox(&store).expect("busybox imports");
+        let mut name = String::new();
+        assert!(
+            wait_for(Duration::from_secs(30), || {
+                name = server.ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]);
+                !name.is_empty()
+            }),
+            "the node registers"
+        );
+        Node { server, name }
+    }
+
+    /// Creates a pod on this node with one busybox container running `script`.
+    fn run_pod(&self, name: &str, script: &str, extra: &str) {
+        let manifest = format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    imagePullPolicy: Never
+    command: ["sh", "-c", {script:?}]
+{extra}"#,
+            node = self.name,
+        );
+        self.server.apply(&manifest);
+    }
+
+    fn wait_running(&self, pod: &str, restarts: u32) {
+        let path = "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.running.startedAt}";
+        let mut last = String::new();
+        let running = wait_for(MINUTE, || {
+            let out = self.server.kubectl(&["get", "pod", pod, "-o", path]);
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut fields = last.split_whitespace();
+            fields.next() == Some(&restarts.to_string()) && fields.next().is_some()
+        });
+        assert!(
+            running,
+            "pod {pod} is not running after {restarts} restarts: {last}"
+        );
+    }
+
+    /// Waits until `kubectl logs <args>` prints what `done` wants, returning it.
+    fn wait_logs(&self, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let reached = wait_for(Duration::from_secs(20), || {
+            let out = self.server.kubectl(&[&["logs"], args].concat());
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.status.success() && done(&last)
+        });
+        assert!(reached, "kubectl logs {args:?}: {last}");
+        last
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self
+            .server
+            .kubectl(&["delete", "pods", "--all", "--wait=false"]);
+        wait_for(MINUTE, || {
+            self.server
+                .kubectl(&["get", "pods", "-o", "name"])
+                .stdout
+                .is_empty()
+        });
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        remove_engine_state(self.server.dir.path());
+    }
+}
+
+/// Removes every container and pinned network namespace under `root`.
+fn remove_engine_state(root: &Path) {
+    let shim = gantry_runtime::ShimCommand {
+        program: env!("CARGO_BIN_EXE_gantry").into(),
+        args: vec!["--root".into(), root.into(), "container-shim".into()],
+    };
+    if let Ok(runtime) = gantry_runtime::Runtime::open(root, shim) {
+        for container in runtime.list().unwrap_or_default() {
+            let _ = runtime.remove(&container.config.id, true);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root.join("netns")) {
+        for entry in entries.flatten() {
+            let _ = gantry_runtime::remove_network_namespace(&entry.path());
+        }
+    }
+}
+
+#[test]
+fn logs_print_a_containers_output_and_honour_tail() {
+    let node = Node::start();
+    let port = node.server.ok(&[
+        "get",
+        "node",
+        &node.name,
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    assert!(
+        port.parse::<u16>().is_ok_and(|p| p != 0),
+        "kubelet port: {port:?}"
+    );
+    node.run_pod("hello", "echo one; echo two; sleep 1000", "");
+    node.wait_running("hello", 0);
+
+    node.wait_logs(&["hello"], |out| out == "one\ntwo\n");
+    let tail = node.server.ok(&["logs", "hello", "--tail=1"]);
+    assert_eq!(tail, "two\n");
+    let stamped = node.server.ok(&["logs", "hello", "--timestamps"]);
+    let first = stamped.lines().next().expect("a line");
+    let (time, text) = first.split_once(' ').expect("a timestamp prefix");
+    assert!(
+        time.parse::<jiff::Timestamp>().is_ok(),
+        "not RFC3339: {first}"
+    );
+    assert_eq!(text, "one");
+
+    let wrong = node.server.kubectl(&["logs", "hello", "-c", "nope"]);
+    assert!(!wrong.status.success());
+    let message = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        message.contains("container nope is not valid for pod hello"),
+        "{message}"
+    );
+
+    let missing = node.server.kubectl(&["logs", "missing"]);
+    assert!(!missing.status.success());
+    let message = String::from_utf8_lossy(&missing.stderr);
+    assert!(message.contains(r#"pods "missing" not found"#), "{message}");
+
+    let no_previous = node.server.kubectl(&["logs", "hello", "--previous"]);
+    assert!(!no_previous.status.success());
+    let message = String::from_utf8_lossy(&no_previous.stderr);
+    assert!(
+        message.contains(r#"previous terminated container "main" in pod "hello" not found"#),
+        "{message}"
+    );
+}
+
+#[test]
+fn logs_follow_streams_lines_written_later() {
+    let node = Node::start();
+    node.run_pod(
+        "counter",
+        "i=0; while true; do echo $i; i=$((i+1)); usleep 200000; done",
+        "",
+    );
+    node.wait_running("counter", 0);
+    node.wait_logs(&["counter"], |out| !out.is_empty());
+
+    let mut follow = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(node.server.kubeconfig())
+        .args(["logs", "-f", "--tail=1", "counter"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl runs");
+    let stdout = follow.stdout.take().expect("stdout is piped");
+    let (lines_tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a line within 10s")
+            .parse::<u64>()
+            .expect("a counter")
+    };
+    let first = next();
+    let second = next();
+    let third = next();
+    let still_following = follow.try_wait().expect("kubectl status").is_none();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let _ = reader.join();
+    assert_eq!((second, third), (first + 1, first + 2));
+    assert!(still_following, "kubectl logs -f ended early");
+}
+
+#[test]
+fn logs_previous_shows_the_attempt_before_a_restart() {
+    let node = Node::start();
+    // The first attempt fails; the second (after the restart) keeps running.
+    node.run_pod(
+        "flaky",
+        "n=$(cat /data/n 2>/dev/null || echo 0); echo attempt $n; echo $((n+1)) > /data/n; [ $n -gt 0 ] || exit 1; sleep 1000",
+        "    volumeMounts:\n    - {name: data, mountPath: /data}\n  volumes:\n  - {name: data, emptyDir: {}}\n",
+    );
+    node.wait_running("flaky", 1);
+    node.wait_logs(&["flaky"], |out| out == "attempt 1\n");
+    let previous = node.server.ok(&["logs", "flaky", "--previous"]);
+    assert_eq!(previous, "attempt 0\n");
+}
