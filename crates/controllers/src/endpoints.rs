@@ -55,7 +55,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
             move |e: &Endpoints| queue.add(ServiceKey::of(e)),
         )
     };
-    let ready = informer::wait_for_caches(&[&services], &shutdown).await
+    let ready = informer::wait_for_cache(&services, &shutdown).await
         && informer::wait_for_cache(&pods, &shutdown).await
         && informer::wait_for_cache(&endpoints, &shutdown).await;
     if ready {

@@ -226,8 +226,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(120), run)
             .await
             .expect("the worker stops at shutdown");
-        let seen = seen.lock().expect("lock").clone();
-        seen
+        seen.lock().expect("lock").clone()
     }
 
     #[tokio::test(start_paused = true)]
