@@ -732,6 +732,29 @@ async fn paused_deployment_waits_to_roll_out_until_resumed() {
     .await;
     assert_eq!(owned_replica_sets(&replica_sets, &paused).await.len(), 1);
 
+    // Paused, it still follows spec.replicas, with the old template.
+    deployments
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale while paused");
+    let scaled = wait_for("3 available old pods", async || {
+        let d = deployments.get("held").await.ok()?;
+        let status = d.status.clone()?;
+        (status.observed_generation == d.metadata.generation
+            && status.available_replicas == Some(3))
+        .then_some(d)
+    })
+    .await;
+    let [only] = owned_replica_sets(&replica_sets, &scaled)
+        .await
+        .try_into()
+        .expect("still one replica set");
+    assert_eq!(only.spec.as_ref().and_then(|s| s.replicas), Some(3));
+
     deployments
         .patch(
             "held",
@@ -740,7 +763,7 @@ async fn paused_deployment_waits_to_roll_out_until_resumed() {
         )
         .await
         .expect("resume");
-    let resumed = wait_rolled_out(&deployments, "held", 2).await;
+    let resumed = wait_rolled_out(&deployments, "held", 3).await;
     assert_eq!(owned_replica_sets(&replica_sets, &resumed).await.len(), 2);
     assert_eq!(revision(&resumed).as_deref(), Some("2"));
     cluster.stop().await;

@@ -176,8 +176,9 @@ impl<'a> Rollout<'a> {
             // triggers the next reconcile.
             return Ok(Action::await_change());
         }
-        if self.is_paused() {
-            self.sync_paused().await
+        let all: Vec<&ReplicaSet> = self.owned.iter().collect();
+        if self.is_paused() || rollout::is_scaling_event(&self.deployment, &all) {
+            self.sync_scaling().await
         } else if rollout::is_recreate(&self.deployment) {
             self.recreate().await
         } else {
@@ -369,39 +370,29 @@ impl<'a> Rollout<'a> {
         }))
     }
 
-    /// A paused Deployment does not roll out, but it still follows `spec.replicas`
-    /// when only one ReplicaSet runs, and still prunes its history.
-    async fn sync_paused(mut self) -> Result<Action, Error> {
-        let (new, _) = self.split();
-        let new = match new {
-            Some(new) => Some(self.sync_revision(new).await?),
-            None => None,
-        };
-        let active: Vec<ReplicaSet> = self
-            .owned
-            .iter()
-            .filter(|rs| rollout::is_active(rs))
-            .cloned()
-            .collect();
-        let only = match (&new, active.as_slice()) {
-            (Some(new), []) => Some(new.clone()),
-            (_, [single]) => Some(single.clone()),
-            _ => None,
-        };
-        if let Some(only) = only
-            && rollout::spec_replicas(&only) != self.desired()
-        {
-            let scaled = self.scale(&only, self.desired()).await?;
-            let new = new.map(|n| {
-                if n.metadata.uid == scaled.metadata.uid {
-                    scaled
-                } else {
-                    n
-                }
-            });
-            return self.finish(new).await;
+    /// Follows a change of `spec.replicas` without rolling out (upstream's `sync`):
+    /// what a paused Deployment does, and any Deployment resized mid-rollout.
+    async fn sync_scaling(mut self) -> Result<Action, Error> {
+        let mut new = self.ensure_new_replica_set(false).await?;
+        let (_, old) = self.split();
+        let old_refs: Vec<&ReplicaSet> = old.iter().collect();
+        let targets: Vec<(ReplicaSet, i32)> =
+            rollout::scaling_targets(&self.deployment, self.fenceposts, new.as_ref(), &old_refs)
+                .into_iter()
+                .map(|(rs, target)| (rs.clone(), target))
+                .collect();
+        for (rs, target) in targets {
+            let scaled = self.scale(&rs, target).await?;
+            if new
+                .as_ref()
+                .is_some_and(|n| n.metadata.uid == scaled.metadata.uid)
+            {
+                new = Some(scaled);
+            }
         }
-        if let Some(new) = &new {
+        if self.is_paused()
+            && let Some(new) = &new
+        {
             self.cleanup(new).await?;
         }
         self.finish(new).await

@@ -224,6 +224,146 @@ pub fn old_replica_set_targets(
     targets
 }
 
+/// Whether `spec.replicas` changed since an active ReplicaSet was last scaled, as its
+/// `desired-replicas` annotation tells (upstream's `isScalingEvent`).
+pub fn is_scaling_event(deployment: &Deployment, all: &[&ReplicaSet]) -> bool {
+    let desired = desired_replicas(deployment).to_string();
+    all.iter()
+        .filter(|rs| spec_replicas(rs) > 0)
+        .filter_map(|rs| {
+            rs.metadata
+                .annotations
+                .as_ref()?
+                .get(DESIRED_REPLICAS_ANNOTATION)
+        })
+        .any(|annotated| *annotated != desired)
+}
+
+/// The sizes a scaling event gives the ReplicaSets (upstream's `scale`): a lone active
+/// (or else the newest) ReplicaSet takes all replicas; a saturated new one ends the old
+/// ones; mid-rollout, every active ReplicaSet grows or shrinks in proportion to its
+/// share of the Deployment's previous maximum, leftovers going to the largest.
+pub fn scaling_targets<'a>(
+    deployment: &Deployment,
+    fenceposts: Fenceposts,
+    new: Option<&'a ReplicaSet>,
+    old: &[&'a ReplicaSet],
+) -> Vec<(&'a ReplicaSet, i32)> {
+    let desired = desired_replicas(deployment);
+    let mut active: Vec<&ReplicaSet> = old
+        .iter()
+        .copied()
+        .chain(new)
+        .filter(|rs| spec_replicas(rs) > 0)
+        .collect();
+    match active.as_slice() {
+        [] => {
+            return new
+                .or(old.last().copied())
+                .map(|rs| vec![(rs, desired)])
+                .unwrap_or_default();
+        }
+        [only] => return vec![(*only, desired)],
+        _ => {}
+    }
+    if let Some(new) = new.filter(|rs| is_saturated(deployment, rs)) {
+        return active
+            .into_iter()
+            .filter(|rs| rs.metadata.uid != new.metadata.uid)
+            .map(|rs| (rs, 0))
+            .collect();
+    }
+    if is_recreate(deployment) {
+        return Vec::new();
+    }
+    let allowed = if desired > 0 {
+        desired + fenceposts.max_surge
+    } else {
+        0
+    };
+    let to_add = allowed - active.iter().map(|rs| spec_replicas(rs)).sum::<i32>();
+    if to_add == 0 {
+        return Vec::new();
+    }
+    let created = |rs: &ReplicaSet| rs.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    if to_add > 0 {
+        // Largest first, newer first among equals.
+        active.sort_by(|a, b| {
+            spec_replicas(b)
+                .cmp(&spec_replicas(a))
+                .then(created(b).cmp(&created(a)))
+        });
+    } else {
+        // Largest first, older first among equals.
+        active.sort_by(|a, b| {
+            spec_replicas(b)
+                .cmp(&spec_replicas(a))
+                .then(created(a).cmp(&created(b)))
+        });
+    }
+    let mut added = 0;
+    let mut sizes: Vec<i32> = active
+        .iter()
+        .map(|rs| {
+            let share = proportion(rs, deployment, fenceposts, to_add, added);
+            added += share;
+            spec_replicas(rs) + share
+        })
+        .collect();
+    sizes[0] = (sizes[0] + to_add - added).max(0);
+    active.into_iter().zip(sizes).collect()
+}
+
+/// Whether the new ReplicaSet alone already runs every desired pod, available.
+fn is_saturated(deployment: &Deployment, rs: &ReplicaSet) -> bool {
+    let desired = desired_replicas(deployment);
+    let annotated = rs
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DESIRED_REPLICAS_ANNOTATION))
+        .and_then(|v| v.parse::<i32>().ok());
+    annotated == Some(desired) && spec_replicas(rs) == desired && available_replicas(rs) == desired
+}
+
+/// How many replicas a ReplicaSet gains (or loses) of the `to_add` still unassigned.
+fn proportion(
+    rs: &ReplicaSet,
+    deployment: &Deployment,
+    fenceposts: Fenceposts,
+    to_add: i32,
+    added: i32,
+) -> i32 {
+    let current = spec_replicas(rs);
+    if current == 0 || to_add == added {
+        return 0;
+    }
+    let desired = desired_replicas(deployment);
+    let fraction = if desired == 0 {
+        -current
+    } else {
+        let previous_max = rs
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MAX_REPLICAS_ANNOTATION))
+            .and_then(|v| v.parse::<i32>().ok())
+            .or_else(|| deployment.status.as_ref().and_then(|s| s.replicas))
+            .filter(|max| *max > 0)
+            .unwrap_or(current);
+        let scaled = f64::from(current) * f64::from(desired + fenceposts.max_surge)
+            / f64::from(previous_max);
+        // The ratio of two i32 quantities times an i32 stays far inside i32.
+        scaled.round() as i32 - current
+    };
+    let remaining = to_add - added;
+    if to_add > 0 {
+        fraction.min(remaining)
+    } else {
+        fraction.max(remaining)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{
@@ -347,5 +487,47 @@ mod tests {
             old_replica_set_targets(&d, fence, &[&oldest, &older], &new),
             [0, 2]
         );
+    }
+
+    fn annotated(mut rs: ReplicaSet, desired: i32, max: i32) -> ReplicaSet {
+        rs.metadata.annotations = Some(
+            [
+                (DESIRED_REPLICAS_ANNOTATION.to_string(), desired.to_string()),
+                (MAX_REPLICAS_ANNOTATION.to_string(), max.to_string()),
+            ]
+            .into(),
+        );
+        rs
+    }
+
+    #[test]
+    fn scaling_a_steady_deployment_resizes_its_only_replica_set() {
+        let d = deployment(10, IntOrString::Int(1), IntOrString::Int(1));
+        let fence = fenceposts(&d).expect("valid");
+        let only = annotated(rs(5, 5, 5), 5, 6);
+        assert!(is_scaling_event(&d, &[&only]));
+        let targets = scaling_targets(&d, fence, Some(&only), &[]);
+        assert_eq!(targets.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [10]);
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        let d = deployment(10, IntOrString::Int(1), IntOrString::Int(1));
+        let fence = fenceposts(&d).expect("valid");
+        let old = annotated(rs(3, 3, 3), 5, 6);
+        let new = annotated(rs(3, 3, 2), 5, 6);
+        let targets = scaling_targets(&d, fence, Some(&new), &[&old]);
+        let sizes: Vec<i32> = targets.iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes.iter().sum::<i32>(), 11, "desired plus surge");
+        assert!(sizes.contains(&6) && sizes.contains(&5), "{sizes:?}");
+        // Scaling back down shrinks both, never below zero.
+        let d = deployment(2, IntOrString::Int(0), IntOrString::Int(1));
+        let fence = fenceposts(&d).expect("valid");
+        let old = annotated(rs(6, 6, 6), 10, 11);
+        let new = annotated(rs(5, 5, 2), 10, 11);
+        let targets = scaling_targets(&d, fence, Some(&new), &[&old]);
+        let sizes: Vec<i32> = targets.iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes.iter().sum::<i32>(), 2, "{sizes:?}");
+        assert!(sizes.iter().all(|n| *n >= 0));
     }
 }
