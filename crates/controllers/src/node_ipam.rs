@@ -103,11 +103,11 @@ struct NodeIpam {
     recorder: EventRecorder,
     allocator: CidrAllocator,
     /// Every node the watch has shown, by name, with its parsed pod CIDR.
-    assigned: HashMap<String, Option<Ipv4Net>>,
+    assigned: HashMap<String, PodCidr>,
     /// Nodes seen since the watch (re)started its list; they replace `assigned`
     /// at `InitDone`. Until then both count as taken, so a relist never frees a
     /// CIDR early.
-    relisted: Option<HashMap<String, Option<Ipv4Net>>>,
+    relisted: Option<HashMap<String, PodCidr>>,
     /// Whether a complete list has been seen; nothing is allocated before it.
     synced: bool,
 }
@@ -128,13 +128,13 @@ impl NodeIpam {
             watcher::Event::Apply(node) => {
                 let (name, cidr) = name_and_cidr(&node);
                 self.assigned.insert(name, cidr);
-                if cidr.is_none() && self.synced {
+                if cidr == PodCidr::Unassigned && self.synced {
                     self.allocate(node).await;
                 }
             }
             watcher::Event::Delete(node) => {
                 let (name, _) = name_and_cidr(&node);
-                if self.assigned.remove(&name).flatten().is_some() {
+                if let Some(PodCidr::Ipv4(_)) = self.assigned.remove(&name) {
                     // A slice came free: a node waiting on an exhausted range can have it.
                     self.allocate_waiting().await;
                 }
@@ -150,7 +150,7 @@ impl NodeIpam {
         let waiting: BTreeSet<String> = self
             .assigned
             .iter()
-            .filter(|(_, cidr)| cidr.is_none())
+            .filter(|(_, cidr)| **cidr == PodCidr::Unassigned)
             .map(|(name, _)| name.clone())
             .collect();
         for name in waiting {
@@ -168,7 +168,7 @@ impl NodeIpam {
     async fn allocate(&mut self, mut node: Node) {
         for _ in 0..WRITE_ATTEMPTS {
             let (name, existing) = name_and_cidr(&node);
-            if existing.is_some() {
+            if existing != PodCidr::Unassigned {
                 self.assigned.insert(name, existing);
                 return;
             }
@@ -237,22 +237,37 @@ impl NodeIpam {
 
 /// Every CIDR a node holds, including nodes only seen by a relist in progress.
 fn taken<'a>(
-    assigned: &'a HashMap<String, Option<Ipv4Net>>,
-    relisted: &'a Option<HashMap<String, Option<Ipv4Net>>>,
+    assigned: &'a HashMap<String, PodCidr>,
+    relisted: &'a Option<HashMap<String, PodCidr>>,
 ) -> impl Iterator<Item = Ipv4Net> + Clone + 'a {
     let relisted = relisted.iter().flat_map(|nodes| nodes.values());
-    assigned.values().chain(relisted).filter_map(|cidr| *cidr)
+    assigned
+        .values()
+        .chain(relisted)
+        .filter_map(|cidr| match cidr {
+            PodCidr::Ipv4(net) => Some(*net),
+            PodCidr::Unassigned | PodCidr::Foreign => None,
+        })
 }
 
-/// The node's name and its parsed `spec.podCIDR` (an unparsable or IPv6 value counts
-/// as none of ours: it can neither collide with nor be replaced by our ranges).
-fn name_and_cidr(node: &Node) -> (String, Option<Ipv4Net>) {
+/// What a node's `spec.podCIDR` holds, as far as allocation is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodCidr {
+    /// Nothing yet: the node waits for one.
+    Unassigned,
+    /// An IPv4 range; taken if it overlaps the cluster range.
+    Ipv4(Ipv4Net),
+    /// Something else (IPv6, unparsable): never overwritten, never colliding.
+    Foreign,
+}
+
+/// The node's name and what its `spec.podCIDR` holds.
+fn name_and_cidr(node: &Node) -> (String, PodCidr) {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let cidr = node
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.pod_cidr.as_deref())
-        .and_then(|cidr| cidr.parse::<Ipv4Net>().ok());
+    let cidr = match node.spec.as_ref().and_then(|spec| spec.pod_cidr.as_deref()) {
+        None | Some("") => PodCidr::Unassigned,
+        Some(text) => text.parse().map_or(PodCidr::Foreign, PodCidr::Ipv4),
+    };
     (name, cidr)
 }
 

@@ -148,6 +148,10 @@ async fn concurrent_nodes_get_distinct_cidrs_and_existing_ones_are_kept() {
         )
         .await
         .expect("create node with a CIDR");
+    nodes
+        .create(&PostParams::default(), &node("ipv6", Some("fd00:42::/64")))
+        .await
+        .expect("create node with an IPv6 CIDR");
 
     let controller = RunningController::start(client, config("10.42.0.0/16"));
     let names: Vec<String> = (0..16).map(|i| format!("node-{i}")).collect();
@@ -155,6 +159,13 @@ async fn concurrent_nodes_get_distinct_cidrs_and_existing_ones_are_kept() {
 
     let allocated = all_allocated(&nodes, names.len() + 1).await;
     assert_distinct_slices(&allocated, "10.42.0.0/16");
+    let ipv6 = nodes.get("ipv6").await.expect("get ipv6 node");
+    let ipv6_cidr = ipv6.spec.and_then(|spec| spec.pod_cidr);
+    assert_eq!(
+        ipv6_cidr.as_deref(),
+        Some("fd00:42::/64"),
+        "never overwritten"
+    );
     assert_eq!(
         cidr_of(&nodes, "existing").await,
         Some("10.42.0.0/24".parse().unwrap())
