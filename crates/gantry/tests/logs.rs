@@ -67,10 +67,16 @@ spec:
             let mut fields = last.split_whitespace();
             fields.next() == Some(&restarts.to_string()) && fields.next().is_some()
         });
-        assert!(
-            running,
-            "pod {pod} is not running after {restarts} restarts: {last}"
-        );
+        if !running {
+            let current = self.server.kubectl(&["logs", pod]);
+            let previous = self.server.kubectl(&["logs", pod, "--previous"]);
+            panic!(
+                "pod {pod} is not running after {restarts} restarts: {last}; logs: {:?}; previous: {:?} {:?}",
+                String::from_utf8_lossy(&current.stdout),
+                String::from_utf8_lossy(&previous.stdout),
+                String::from_utf8_lossy(&previous.stderr),
+            );
+        }
     }
 
     /// Waits until `kubectl logs <args>` prints what `done` wants, returning it.
@@ -107,13 +113,16 @@ impl Drop for Node {
     }
 }
 
-/// Removes every container and pinned network namespace under `root`.
-fn remove_engine_state(root: &Path) {
-    let shim = gantry_runtime::ShimCommand {
+fn shim_command(root: &Path) -> gantry_runtime::ShimCommand {
+    gantry_runtime::ShimCommand {
         program: env!("CARGO_BIN_EXE_gantry").into(),
         args: vec!["--root".into(), root.into(), "container-shim".into()],
-    };
-    if let Ok(runtime) = gantry_runtime::Runtime::open(root, shim) {
+    }
+}
+
+/// Removes every container and pinned network namespace under `root`.
+fn remove_engine_state(root: &Path) {
+    if let Ok(runtime) = gantry_runtime::Runtime::open(root, shim_command(root)) {
         for container in runtime.list().unwrap_or_default() {
             let _ = runtime.remove(&container.config.id, true);
         }
@@ -225,14 +234,36 @@ fn logs_follow_streams_lines_written_later() {
 #[test]
 fn logs_previous_shows_the_attempt_before_a_restart() {
     let node = Node::start();
-    // The first attempt fails; the second (after the restart) keeps running.
+    // Every attempt prints something of its own, then crashes.
     node.run_pod(
         "flaky",
-        "n=$(cat /data/n 2>/dev/null || echo 0); echo attempt $n; echo $((n+1)) > /data/n; [ $n -gt 0 ] || exit 1; sleep 1000",
-        "    volumeMounts:\n    - {name: data, mountPath: /data}\n  volumes:\n  - {name: data, emptyDir: {}}\n",
+        "echo run $(cat /proc/sys/kernel/random/uuid); exit 1",
+        "",
     );
-    node.wait_running("flaky", 1);
-    node.wait_logs(&["flaky"], |out| out == "attempt 1\n");
-    let previous = node.server.ok(&["logs", "flaky", "--previous"]);
-    assert_eq!(previous, "attempt 0\n");
+    let restarts = "jsonpath={.status.containerStatuses[0].restartCount}";
+    assert!(
+        wait_for(MINUTE, || node
+            .server
+            .ok(&["get", "pod", "flaky", "-o", restarts])
+            == "1"),
+        "the container restarts once"
+    );
+    let uid = node
+        .server
+        .ok(&["get", "pod", "flaky", "-o", "jsonpath={.metadata.uid}"]);
+    let attempt_output = |attempt: u32| {
+        let root = node.server.dir.path();
+        let runtime = gantry_runtime::Runtime::open(root, shim_command(root)).expect("runtime");
+        let name = format!("k8s_main_flaky_default_{uid}_{attempt}");
+        let (entries, _) = runtime.logs(&name, 0).expect("the attempt's log");
+        entries.into_iter().map(|e| e.text).collect::<String>()
+    };
+    let (first, second) = (attempt_output(0), attempt_output(1));
+    assert!(
+        first.starts_with("run ") && first != second,
+        "{first:?} {second:?}"
+    );
+
+    assert_eq!(node.server.ok(&["logs", "flaky", "--previous"]), first);
+    assert_eq!(node.server.ok(&["logs", "flaky"]), second);
 }
