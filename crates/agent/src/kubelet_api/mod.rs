@@ -217,3 +217,116 @@ async fn serve_connection(
         tracing::debug!(%remote, %error, "kubelet API: connection closed with error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    struct ClusterCa {
+        der: Vec<u8>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl ClusterCa {
+        fn new() -> ClusterCa {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "test-ca");
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            ClusterCa {
+                der,
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        fn client(&self, cn: &str, organization: Option<&str>) -> (String, String) {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            if let Some(o) = organization {
+                params.distinguished_name.push(DnType::OrganizationName, o);
+            }
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+    }
+
+    /// GETs `path` over TLS as the holder of `identity`; returns the status line, or
+    /// `None` when the handshake or the request is refused.
+    async fn get(root: &Path, port: u16, identity: (String, String), path: &str) -> Option<String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let serving = std::fs::read(root.join("agent").join("kubelet.crt")).unwrap();
+        roots
+            .add(CertificateDer::from_pem_slice(&serving).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(identity.0.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        let server_name = ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(server_name, tcp).await.ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await.ok()?;
+        response.lines().next().map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn only_the_control_planes_certificates_reach_container_logs() {
+        let root = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::new();
+        let shim = gantry_runtime::ShimCommand {
+            program: "/bin/false".into(),
+            args: Vec::new(),
+        };
+        let mut config = AgentConfig::new("n1", root.path(), shim);
+        config.kubelet_port = 0;
+        assert!(matches!(
+            KubeletApi::bind(&config).await,
+            Err(KubeletApiError::NoClientCa)
+        ));
+        config.kubelet_client_ca = vec![ca.der.clone()];
+        let api = KubeletApi::bind(&config).await.unwrap();
+        let port = api.port();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(api.serve(shutdown.clone()));
+        let path = "/containerLogs/default/web/app";
+
+        let apiserver = ca.client(tls::APISERVER_CLIENT_USER, None);
+        let status = get(root.path(), port, apiserver, path).await;
+        assert_eq!(status.as_deref(), Some("HTTP/1.1 404 Not Found"));
+        let admin = ca.client("admin", Some(tls::MASTERS_GROUP));
+        let status = get(root.path(), port, admin, path).await;
+        assert_eq!(status.as_deref(), Some("HTTP/1.1 404 Not Found"));
+        let node = ca.client("system:node:n2", Some("system:nodes"));
+        let status = get(root.path(), port, node, path).await;
+        assert_eq!(status.as_deref(), Some("HTTP/1.1 403 Forbidden"));
+        let stranger = ClusterCa::new().client(tls::APISERVER_CLIENT_USER, None);
+        assert_eq!(get(root.path(), port, stranger, path).await, None);
+
+        shutdown.cancel();
+        server.await.unwrap();
+    }
+}
