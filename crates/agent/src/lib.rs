@@ -40,6 +40,31 @@ pub struct AgentConfig {
     /// The CA certificates (DER) that sign the kubelet API's callers: the cluster CA,
     /// from the agent's kubeconfig ([`kubelet_api::cluster_ca`]).
     pub kubelet_client_ca: Vec<Vec<u8>>,
+    /// The node's pod network (a bridge with an address per pod); `None` gives
+    /// pods a loopback-only namespace and no `podIP`.
+    pub pod_network: Option<PodNetworkSettings>,
+}
+
+/// How the agent sets up the node's pod network once the Node has a `spec.podCIDR`.
+#[derive(Clone, Debug)]
+pub struct PodNetworkSettings {
+    /// The range of every pod address in the cluster.
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The bridge the pods attach to.
+    pub bridge: String,
+    /// Gantry's own nftables table.
+    pub nft_table: String,
+}
+
+impl PodNetworkSettings {
+    /// k3s-like defaults: `gantry0` in 10.42.0.0/16, table `gantry`.
+    pub fn new(cluster_cidr: ipnet::Ipv4Net) -> PodNetworkSettings {
+        PodNetworkSettings {
+            cluster_cidr,
+            bridge: "gantry0".into(),
+            nft_table: "gantry".into(),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -59,6 +84,7 @@ impl AgentConfig {
             status_update_interval: Duration::from_secs(20),
             kubelet_port: kubelet_api::DEFAULT_PORT,
             kubelet_client_ca: Vec::new(),
+            pod_network: None,
         }
     }
 }
@@ -75,6 +101,9 @@ pub enum AgentError {
     /// The image store could not be opened.
     #[error("image store: {0}")]
     Image(#[from] gantry_image::ImageError),
+    /// The pod network could not be set up.
+    #[error("pod network: {0}")]
+    Network(#[from] network::NetworkError),
     /// The kubelet API could not start.
     #[error(transparent)]
     KubeletApi(#[from] kubelet_api::KubeletApiError),
@@ -99,10 +128,51 @@ pub async fn run(
     let tasks = TaskTracker::new();
     tasks.spawn(node.clone().run_heartbeat(shutdown.clone()));
     tasks.spawn(kubelet_api.serve(shutdown.clone()));
+    let Some(sandboxes) = sandboxes(&client, &config, &shutdown).await? else {
+        tasks.close();
+        tasks.wait().await;
+        return Ok(());
+    };
     let host_ip = node.host_ip().to_string();
-    tasks.spawn(pods::run(client, config, engine, host_ip, shutdown.clone()));
+    tasks.spawn(pods::run(
+        client,
+        config,
+        engine,
+        sandboxes,
+        host_ip,
+        shutdown.clone(),
+    ));
     tasks.close();
     shutdown.cancelled().await;
     tasks.wait().await;
     Ok(())
+}
+
+/// Where pods' sandboxes come from: the pod network on the Node's `spec.podCIDR`
+/// (waited for: the node IPAM controller assigns it), or loopback-only
+/// namespaces. `None` when shut down while waiting.
+async fn sandboxes(
+    client: &kube::Client,
+    config: &AgentConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<pods::Sandboxes>, AgentError> {
+    let Some(settings) = &config.pod_network else {
+        return Ok(Some(pods::Sandboxes::new(config.netns_dir.clone())));
+    };
+    let Some(pod_cidr) = node::wait_for_pod_cidr(client, &config.node_name, shutdown).await? else {
+        return Ok(None);
+    };
+    let state_dir = config.engine_root.join("network");
+    let network = network::PodNetwork::new(network::PodNetworkConfig {
+        bridge: settings.bridge.clone(),
+        pod_cidr,
+        cluster_cidr: settings.cluster_cidr,
+        state_dir: state_dir.clone(),
+        nft_table: settings.nft_table.clone(),
+    })
+    .await?;
+    Ok(Some(pods::Sandboxes::with_network(
+        state_dir.join("netns"),
+        std::sync::Arc::new(network),
+    )))
 }

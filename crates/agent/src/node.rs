@@ -163,6 +163,30 @@ impl NodeAgent {
     }
 }
 
+/// Waits until the Node has a `spec.podCIDR` and returns it; `None` on shutdown.
+/// A CIDR that does not parse is waited past, as if unassigned.
+pub async fn wait_for_pod_cidr(
+    client: &kube::Client,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<ipnet::Ipv4Net>, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    loop {
+        let node = nodes.get(name).await?;
+        let cidr = node
+            .spec
+            .and_then(|s| s.pod_cidr)
+            .and_then(|c| c.parse::<ipnet::Ipv4Net>().ok());
+        if let Some(cidr) = cidr {
+            return Ok(Some(cidr));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// The well-known labels the kubelet puts on its Node.
 fn node_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -26,7 +26,7 @@ pub use engine::{Engine, ExecOutput, PodContainer};
 pub use worker::{default_pull_policy, should_restart};
 
 use crate::AgentConfig;
-use sandbox::Sandboxes;
+pub use sandbox::Sandboxes;
 use worker::{PodUpdate, WorkerContext};
 
 /// Watches this node's pods and runs a worker per pod until `shutdown`.
@@ -34,13 +34,14 @@ pub async fn run(
     client: kube::Client,
     config: AgentConfig,
     engine: Engine,
+    sandboxes: Sandboxes,
     host_ip: String,
     shutdown: CancellationToken,
 ) {
     let context = Arc::new(WorkerContext {
         client: client.clone(),
         engine,
-        sandboxes: Sandboxes::new(config.netns_dir.clone()),
+        sandboxes,
         host_ip,
     });
     let pods: Api<Pod> = Api::all(client);

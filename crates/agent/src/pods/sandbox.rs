@@ -1,15 +1,31 @@
 //! A pod's sandbox: the network namespace all of its containers join, pinned
 //! at `<netns dir>/<pod uid>` so that it outlives any one container and an
-//! agent restart. Until the pod network assigns addresses, it has loopback only.
+//! agent restart. With the node's pod network, the namespace gets an address on
+//! the bridge ([`PodNetwork::attach`]); without it, loopback only.
 
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Where pods' namespaces are pinned.
-#[derive(Clone, Debug)]
+use crate::network::{NetworkError, PodNetwork};
+
+/// Why a pod's sandbox could not be set up or released.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The loopback-only namespace failed.
+    #[error(transparent)]
+    Namespace(#[from] gantry_runtime::Error),
+    /// The pod network failed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+}
+
+/// Where pods' namespaces are pinned, and the network that wires them.
+#[derive(Clone)]
 pub struct Sandboxes {
     dir: PathBuf,
+    network: Option<Arc<PodNetwork>>,
 }
 
 /// A pod's network as its containers see it.
@@ -22,9 +38,18 @@ pub struct PodSandbox {
 }
 
 impl Sandboxes {
-    /// Namespaces pinned under `dir`.
+    /// Loopback-only namespaces pinned under `dir`.
     pub fn new(dir: PathBuf) -> Sandboxes {
-        Sandboxes { dir }
+        Sandboxes { dir, network: None }
+    }
+
+    /// Namespaces made and addressed by the node's pod network, which pins
+    /// them under `dir`.
+    pub fn with_network(dir: PathBuf, network: Arc<PodNetwork>) -> Sandboxes {
+        Sandboxes {
+            dir,
+            network: Some(network),
+        }
     }
 
     fn path(&self, uid: &str) -> PathBuf {
@@ -32,7 +57,14 @@ impl Sandboxes {
     }
 
     /// The pod's sandbox, created unless an earlier agent left it pinned.
-    pub async fn ensure(&self, uid: &str) -> gantry_runtime::Result<PodSandbox> {
+    pub async fn ensure(&self, uid: &str) -> Result<PodSandbox, SandboxError> {
+        if let Some(network) = &self.network {
+            let interface = network.attach(uid).await?;
+            return Ok(PodSandbox {
+                netns: interface.netns,
+                ip: Some(IpAddr::V4(interface.ip)),
+            });
+        }
         let netns = self.path(uid);
         let path = netns.clone();
         tokio::task::spawn_blocking(move || {
@@ -48,11 +80,15 @@ impl Sandboxes {
     }
 
     /// Releases the pod's namespace; harmless when there is none.
-    pub async fn remove(&self, uid: &str) -> gantry_runtime::Result<()> {
+    pub async fn remove(&self, uid: &str) -> Result<(), SandboxError> {
+        if let Some(network) = &self.network {
+            return Ok(network.detach(uid).await?);
+        }
         let path = self.path(uid);
         tokio::task::spawn_blocking(move || gantry_runtime::remove_network_namespace(&path))
             .await
-            .unwrap_or_else(|e| Err(gantry_runtime::Error::Network(e.to_string())))
+            .unwrap_or_else(|e| Err(gantry_runtime::Error::Network(e.to_string())))?;
+        Ok(())
     }
 
     /// The UIDs of every pinned sandbox, to release those of pods that are gone.

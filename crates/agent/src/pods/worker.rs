@@ -255,13 +255,10 @@ impl PodWorker {
         container: &Container,
         attempt: u32,
     ) {
-        let waiting = match self
+        let waiting = self
             .create_and_start(pod, sandbox, container, attempt)
             .await
-        {
-            Ok(()) => None,
-            Err(waiting) => Some(waiting),
-        };
+            .err();
         self.track(&container.name).waiting = waiting;
     }
 
