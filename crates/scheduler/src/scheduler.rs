@@ -66,6 +66,8 @@ pub struct Scheduler {
     /// Pods with an API write in flight; not reconsidered until it completes, so
     /// two writes to one pod never race.
     busy: HashSet<String>,
+    /// Parsed pods by uid, reused while their resourceVersion is unchanged.
+    parsed: HashMap<String, (Option<String>, Arc<PodInfo>)>,
 }
 
 impl Scheduler {
@@ -79,6 +81,7 @@ impl Scheduler {
             failed: HashMap::new(),
             in_flight: JoinSet::new(),
             busy: HashSet::new(),
+            parsed: HashMap::new(),
         }
     }
 
@@ -132,8 +135,8 @@ impl Scheduler {
         let generation = self.cache.changes.generation();
         let pods = self.cache.pods.state();
         let (mut snapshot, pending) = self.snapshot(&pods);
-        for pod in pending {
-            let info = Arc::new(PodInfo::new(pod.clone()));
+        for info in pending {
+            let pod = info.pod.clone();
             match framework::schedule(&info, &snapshot) {
                 Ok(decision) => {
                     snapshot.add_pod(info.clone(), &decision.node);
@@ -184,32 +187,35 @@ impl Scheduler {
 
     /// The snapshot to decide against (bound pods plus assumed ones) and the pods
     /// to schedule now, highest priority first, then oldest (PrioritySort).
-    fn snapshot(&mut self, pods: &[Arc<Pod>]) -> (Snapshot, Vec<Arc<Pod>>) {
+    fn snapshot(&mut self, pods: &[Arc<Pod>]) -> (Snapshot, Vec<Arc<PodInfo>>) {
         let generation = self.cache.changes.generation();
         let mut occupying = Vec::new();
+        let mut assumed = Vec::new();
         let mut pending = Vec::new();
-        let mut still_assumed = HashMap::new();
-        let mut present = HashSet::new();
+        let mut parsed = HashMap::with_capacity(pods.len());
         for pod in pods {
             let uid = uid(pod);
-            present.insert(uid.clone());
+            let version = pod.metadata.resource_version.clone();
+            let info = match self.parsed.remove(&uid) {
+                Some((seen, info)) if seen == version => info,
+                _ => Arc::new(PodInfo::new(pod.clone())),
+            };
+            parsed.insert(uid.clone(), (version, info.clone()));
             if snapshot::occupies_node(pod) {
-                occupying.push(Arc::new(PodInfo::new(pod.clone())));
+                occupying.push(info);
             } else if let Some(node) = self.assumed.get(&uid).filter(|_| wants_scheduling(pod)) {
-                let mut bound = pod.as_ref().clone();
-                bound.spec.get_or_insert_default().node_name = Some(node.clone());
-                occupying.push(Arc::new(PodInfo::new(Arc::new(bound))));
-                still_assumed.insert(uid, node.clone());
+                assumed.push((uid, node.clone(), info));
             } else if wants_scheduling(pod)
                 && !self.busy.contains(&uid)
                 && self.should_retry(&uid, pod, generation)
             {
-                pending.push(pod.clone());
+                pending.push(info);
             }
         }
-        self.assumed = still_assumed;
-        self.failed.retain(|uid, _| present.contains(uid));
-        pending.sort_by_key(|pod| {
+        self.parsed = parsed;
+        self.failed.retain(|uid, _| self.parsed.contains_key(uid));
+        pending.sort_by_key(|info| {
+            let pod = &info.pod;
             let priority = pod
                 .spec
                 .as_ref()
@@ -233,7 +239,12 @@ impl Scheduler {
                 Some((name, namespace.metadata.labels.clone().unwrap_or_default()))
             })
             .collect();
-        let snapshot = Snapshot::new(self.cache.nodes.state(), occupying, namespace_labels);
+        let mut snapshot = Snapshot::new(self.cache.nodes.state(), occupying, namespace_labels);
+        self.assumed.clear();
+        for (uid, node, info) in assumed {
+            snapshot.add_pod(info, &node);
+            self.assumed.insert(uid, node);
+        }
         (snapshot, pending)
     }
 
