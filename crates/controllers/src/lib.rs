@@ -3,13 +3,13 @@
 //!
 //! Every controller module exposes `pub async fn run(client: kube::Client, shutdown:
 //! CancellationToken)`; [`run_all`] starts them together under one leader election.
-pub mod node_ipam;
+pub mod deployment;
 pub mod endpoint_slices;
 pub mod endpoints;
 pub mod garbage_collector;
 mod informer;
+pub mod node_ipam;
 pub mod node_lifecycle;
-pub mod deployment;
 pub mod replicaset;
 mod workload;
 

@@ -23,7 +23,7 @@ struct Node {
 
 impl Node {
     fn start() -> Node {
-        let server = Server::start_with(&["--kubelet-port", "0"]);
+        let server = Server::start_with(&["--kubelet-port", "0", "--pod-network", "none"]);
         let store = gantry_image::ImageStore::open(server.dir.path()).expect("image store");
         gantry_image::test_support::import_busybox(&store).expect("busybox imports");
         let mut name = String::new();

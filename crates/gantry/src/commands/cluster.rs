@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use gantry_agent::AgentConfig;
+use gantry_agent::{AgentConfig, PodNetworkSettings};
 use gantry_apiserver::{Component, ServerConfig};
 use gantry_client::{LeaderElection, LeaseTiming};
 use gantry_controllers::ControllerManagerConfig;
@@ -49,6 +49,15 @@ pub struct AgentArgs {
     kubelet_port: u16,
 }
 
+/// How pods get their network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PodNetworkBackend {
+    /// A bridge per node, a veth and an address per pod, routes between nodes.
+    Bridge,
+    /// No pod network: each pod has its own namespace with loopback only.
+    None,
+}
+
 /// Flags named like k3s's `server` so its users find them where they expect.
 #[derive(Args)]
 pub struct ServerArgs {
@@ -76,6 +85,10 @@ pub struct ServerArgs {
     /// The range pod IPs come from; each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: ipnet::Ipv4Net,
+    /// `bridge` gives each pod an address on the node's bridge (host-gw between nodes);
+    /// `none` leaves pods with loopback only (like k3s's `--flannel-backend=none`).
+    #[arg(long, value_enum, default_value_t = PodNetworkBackend::Bridge)]
+    pod_network: PodNetworkBackend,
     /// The local node agent's kubelet API port (0 picks a free one).
     #[arg(long, default_value_t = gantry_agent::kubelet_api::DEFAULT_PORT)]
     kubelet_port: u16,
@@ -117,12 +130,12 @@ impl LocalComponents {
         let agent = if args.disable_agent {
             None
         } else {
-            let mut config = AgentConfig::new(
-                node_name,
-                global.root.clone(),
-                shim_command(global)?,
-            );
+            let mut config =
+                AgentConfig::new(node_name, global.root.clone(), shim_command(global)?);
             config.kubelet_port = args.kubelet_port;
+            if args.pod_network == PodNetworkBackend::Bridge {
+                config.pod_network = Some(PodNetworkSettings::new(args.cluster_cidr));
+            }
             Some((data_dir.join("agent.kubeconfig"), config))
         };
         Ok(LocalComponents {
@@ -148,7 +161,11 @@ impl LocalComponents {
             identities.push(component("system:kube-scheduler".into(), &[], path));
         }
         if let Some((path, _)) = &self.controller_manager {
-            identities.push(component("system:kube-controller-manager".into(), &[], path));
+            identities.push(component(
+                "system:kube-controller-manager".into(),
+                &[],
+                path,
+            ));
         }
         if let Some((path, config)) = &self.agent {
             let user = format!("system:node:{}", config.node_name);
@@ -158,7 +175,11 @@ impl LocalComponents {
     }
 
     /// Starts every planned component on `tasks`; each stops when `shutdown` is cancelled.
-    async fn spawn(self, tasks: &mut JoinSet<()>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn spawn(
+        self,
+        tasks: &mut JoinSet<()>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         // Host and process, so two servers on one host are distinct candidates.
         let identity = format!("{}_{}", host_name()?, std::process::id());
         if let Some(path) = self.scheduler {
@@ -201,11 +222,20 @@ impl LocalComponents {
 }
 
 fn elect(client: kube::Client, lease: &str, identity: &str) -> LeaderElection {
-    LeaderElection::new(client, "kube-system", lease, identity, LeaseTiming::default())
+    LeaderElection::new(
+        client,
+        "kube-system",
+        lease,
+        identity,
+        LeaseTiming::default(),
+    )
 }
 
 fn run_server(args: ServerArgs, global: &GlobalOptions) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| global.root.join("server"));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| global.root.join("server"));
     let kubeconfig_output = args
         .kubeconfig_output
         .clone()
@@ -248,7 +278,9 @@ async fn serve(
     let until_signal = async {
         // An error before listening leaves `listening` dropped; the server's result says why.
         if listening.await.is_ok() {
-            components.spawn(&mut tasks, stop_components.clone()).await?;
+            components
+                .spawn(&mut tasks, stop_components.clone())
+                .await?;
         }
         termination_signal().await;
         anyhow::Ok(())
@@ -271,7 +303,10 @@ async fn serve(
         tasks.abort_all();
     }
     stop_server.cancel();
-    server.await.context("API server task")?.context("API server")?;
+    server
+        .await
+        .context("API server task")?
+        .context("API server")?;
     outcome
 }
 
@@ -280,7 +315,11 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
         Some(name) => name,
         None => host_name()?,
     };
-    let mut config = AgentConfig::new(node_name.clone(), global.root.clone(), shim_command(global)?);
+    let mut config = AgentConfig::new(
+        node_name.clone(),
+        global.root.clone(),
+        shim_command(global)?,
+    );
     config.kubelet_port = args.kubelet_port;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -294,22 +333,33 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
         let agent = tokio::spawn(gantry_agent::run(client, config, shutdown.clone()));
         termination_signal().await;
         shutdown.cancel();
-        agent.await.context("node agent task")?.context("node agent")
+        agent
+            .await
+            .context("node agent task")?
+            .context("node agent")
     })
 }
 
 /// The node's kubeconfig under `<root>/agent`, obtained with the join token on first start
 /// and reused afterwards (like k3s, a node keeps its identity across restarts).
-async fn node_credentials(args: &AgentArgs, root: &Path, node_name: &str) -> anyhow::Result<PathBuf> {
+async fn node_credentials(
+    args: &AgentArgs,
+    root: &Path,
+    node_name: &str,
+) -> anyhow::Result<PathBuf> {
     let path = root.join("agent").join("node.kubeconfig");
     if path.exists() {
         return Ok(path);
     }
-    let server = args.server.as_deref().context("--server is required to join")?;
+    let server = args
+        .server
+        .as_deref()
+        .context("--server is required to join")?;
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => token.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading {}", file.display()))?,
+        (None, Some(file)) => {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        }
         (None, None) => anyhow::bail!("--token or --token-file is required to join"),
     };
     let yaml = gantry_client::request_node_kubeconfig(server, token.trim(), node_name).await?;

@@ -41,7 +41,13 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["--root"])
             .arg(dir.path())
-            .args(["server", "--bind-address", "127.0.0.1", "--https-port", &port.to_string()])
+            .args([
+                "server",
+                "--bind-address",
+                "127.0.0.1",
+                "--https-port",
+                &port.to_string(),
+            ])
             .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -50,9 +56,16 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let port = loop {
-            let line = lines.next().expect("server announces its address").expect("readable stdout");
+            let line = lines
+                .next()
+                .expect("server announces its address")
+                .expect("readable stdout");
             if let Some(address) = line.strip_prefix("Serving on https://") {
-                break address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+                break address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("a port");
             }
         };
         Server { child, dir, port }
@@ -78,7 +91,9 @@ impl Server {
             .expect("kubectl runs");
         let mut stdin = child.stdin.take().expect("stdin is piped");
         if let Some(input) = input {
-            stdin.write_all(input.as_bytes()).expect("kubectl reads stdin");
+            stdin
+                .write_all(input.as_bytes())
+                .expect("kubectl reads stdin");
         }
         drop(stdin);
         child.wait_with_output().expect("kubectl finishes")
@@ -87,13 +102,21 @@ impl Server {
     /// Runs kubectl, requires success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn apply(&self, manifest: &str) -> String {
         let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(manifest));
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -124,4 +147,3 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
     }
     condition()
 }
-
