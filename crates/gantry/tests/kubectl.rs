@@ -198,10 +198,6 @@ fn bad_input_is_refused_with_a_clear_status_and_changes_nothing() {
     assert!(stderr.contains("the object has been modified"), "{stderr}");
     assert_eq!(server.ok(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]), "2");
 
-    // Protobuf bodies are refused plainly rather than misread.
-    let out = server.kubectl(&["create", "namespace", "proto"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not decode protobuf request bodies yet"));
-
     // No credentials, no access.
     let anonymous = Command::new("curl")
         .args(["-sk", &format!("https://127.0.0.1:{}/api/v1/namespaces", server.port)])
