@@ -53,8 +53,18 @@ mod tests {
     #[test]
     fn a_rendered_token_parses_back() {
         let hash = ca_hash("pem");
-        let token = JoinToken { ca_hash: &hash, secret: "s3cret" }.render();
-        assert_eq!(JoinToken::parse(&token), Ok(JoinToken { ca_hash: &hash, secret: "s3cret" }));
+        let token = JoinToken {
+            ca_hash: &hash,
+            secret: "s3cret",
+        }
+        .render();
+        assert_eq!(
+            JoinToken::parse(&token),
+            Ok(JoinToken {
+                ca_hash: &hash,
+                secret: "s3cret"
+            })
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod join_token;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod registry;
 pub mod status;
 pub mod table;

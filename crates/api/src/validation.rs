@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::quantity::Quantity;
 use crate::registry::ResourceInfo;
 use crate::status::{ApiError, Cause};
 
@@ -741,33 +742,7 @@ fn render_quantity(v: &Value) -> String {
 
 /// Parses a Kubernetes quantity (`100m`, `1.5Gi`, `2e3`) into its value.
 fn parse_quantity(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exp if exp.starts_with(['e', 'E']) => 10f64.powi(exp[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(number * multiplier)
+    Quantity::parse(text.trim()).ok().map(Quantity::as_f64)
 }
 
 /// Pods may change only images, `activeDeadlineSeconds`, and add tolerations.

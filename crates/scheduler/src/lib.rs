@@ -9,7 +9,6 @@
 pub mod filters;
 pub mod framework;
 pub mod labels;
-pub mod quantity;
 pub mod resources;
 pub mod scores;
 pub mod snapshot;

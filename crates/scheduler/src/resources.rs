@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::quantity;
+use gantry_api::quantity::Quantity as Amount;
 
 /// The CPU a container without a CPU request is counted as using when scoring
 /// (kube-scheduler's `DefaultMilliCPURequest`), so request-less pods still spread.
@@ -40,14 +40,14 @@ impl Resources {
         let mut resources = Resources::default();
         for (name, amount) in list {
             match name.as_str() {
-                "cpu" => resources.milli_cpu = quantity::milli_value(&amount.0).unwrap_or(0),
-                "memory" => resources.memory = quantity::value(&amount.0).unwrap_or(0),
+                "cpu" => resources.milli_cpu = parse(&amount.0).map_or(0, Amount::milli_value),
+                "memory" => resources.memory = parse(&amount.0).map_or(0, Amount::value),
                 "ephemeral-storage" => {
-                    resources.ephemeral_storage = quantity::value(&amount.0).unwrap_or(0)
+                    resources.ephemeral_storage = parse(&amount.0).map_or(0, Amount::value)
                 }
-                "pods" => resources.pods = quantity::value(&amount.0).unwrap_or(0),
+                "pods" => resources.pods = parse(&amount.0).map_or(0, Amount::value),
                 other => {
-                    let amount = quantity::value(&amount.0).unwrap_or(0);
+                    let amount = parse(&amount.0).map_or(0, Amount::value);
                     resources.scalar.insert(other.to_string(), amount);
                 }
             }
@@ -200,6 +200,12 @@ fn effective<'a>(
     total.raise_to(&init_peak);
     total.add(overhead);
     total
+}
+
+/// A quantity from the API; an unparsable one counts as absent, as it cannot have passed
+/// the API server's validation.
+fn parse(text: &str) -> Option<Amount> {
+    Amount::parse(text.trim()).ok()
 }
 
 #[cfg(test)]

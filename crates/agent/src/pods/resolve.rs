@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use gantry_api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 
 /// Why a container's configuration cannot be built yet (the kubelet's
@@ -353,39 +354,9 @@ pub fn command_and_args(
 
 /// A resource quantity (`128Mi`, `1.5`, `500m`, `1e3`, `2G`) as a number.
 pub fn parse_quantity(text: &str) -> Result<f64, ConfigError> {
-    let invalid = || ConfigError::InvalidQuantity(text.to_owned());
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| invalid())?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent => {
-            let power: i32 = exponent
-                .strip_prefix(['e', 'E'])
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(invalid)?;
-            10f64.powi(power)
-        }
-    };
-    Ok(number * multiplier)
+    Quantity::parse(text.trim())
+        .map(Quantity::as_f64)
+        .map_err(|_| ConfigError::InvalidQuantity(text.to_owned()))
 }
 
 /// The container's cgroup settings: memory and CPU limits, CPU shares from the request.

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
 use super::VolumeError;
-use super::quantity::Quantity;
+use gantry_api::quantity::Quantity;
 
 /// The value of a `fieldRef` that volumes may use: `metadata.name`, `.namespace`,
 /// `.uid`, `.labels`, `.annotations` and single entries `metadata.labels['key']`.

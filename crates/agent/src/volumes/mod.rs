@@ -14,7 +14,6 @@ mod host;
 mod mounts;
 mod paths;
 mod projection;
-mod quantity;
 mod watcher;
 
 use std::collections::BTreeMap;
@@ -30,10 +29,10 @@ use k8s_openapi::api::core::v1::{
 use kube::{Api, Client};
 
 pub use atomic_writer::{AtomicWriter, FileProjection, Payload};
+pub use gantry_api::quantity::{InvalidQuantity, Quantity};
 pub use host::HostPathType;
 pub use paths::{InvalidPath, validate_item_path, validate_key, validate_sub_path};
 pub use projection::ObjectKind;
-pub use quantity::{InvalidQuantity, Quantity};
 pub use watcher::VolumeWatcher;
 
 use host::{check_host_path, create_volume_dir, mount_tmpfs, unmount_and_remove};

@@ -1,5 +1,9 @@
-//! Kubernetes resource quantities (`500m`, `1.5Gi`, `2e3`) as exact integers, for
-//! emptyDir size limits and downward API resource values.
+//! Kubernetes resource quantities (`500m`, `1.5Gi`, `2e3`) as exact integers.
+//!
+//! One parser for every component: the API server validates requests against limits,
+//! the scheduler adds requests up against allocatable, and the agent turns limits into
+//! cgroup values, emptyDir sizes and downward API values. Integer nanos keep
+//! `100m + 900m == 1` true, which floating point would not guarantee.
 
 /// Billionths of a unit: exact for every suffix from `n` to `Ei`.
 const NANOS_PER_UNIT: i128 = 1_000_000_000;
@@ -67,6 +71,25 @@ impl Quantity {
     pub fn zero() -> Self {
         Self { nanos: 0 }
     }
+
+    /// Milli-units rounded up, as `resource.Quantity.MilliValue()` (CPU in millicores).
+    pub fn milli_value(self) -> i64 {
+        saturate(ceil_div(self.nanos, NANOS_PER_UNIT / 1000))
+    }
+
+    /// Whole units rounded up, as `resource.Quantity.Value()` (bytes, counts).
+    pub fn value(self) -> i64 {
+        saturate(self.ceil_units())
+    }
+
+    /// The value as a float, for callers that only compare or scale it.
+    pub fn as_f64(self) -> f64 {
+        self.nanos as f64 / NANOS_PER_UNIT as f64
+    }
+}
+
+fn saturate(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
 fn ceil_div(numerator: i128, denominator: i128) -> i128 {
@@ -161,9 +184,47 @@ mod tests {
         assert_eq!(memory.ceil_div(Quantity::parse("1Mi").unwrap()), 128);
     }
 
+    fn milli(text: &str) -> i64 {
+        Quantity::parse(text).unwrap().milli_value()
+    }
+
+    fn value(text: &str) -> i64 {
+        Quantity::parse(text).unwrap().value()
+    }
+
+    #[test]
+    fn cpu_quantities_in_millicores() {
+        assert_eq!(milli("1"), 1000);
+        assert_eq!(milli("250m"), 250);
+        assert_eq!(milli("0.5"), 500);
+        assert_eq!(milli("1.5"), 1500);
+        assert_eq!(milli("100u"), 1, "rounded up like MilliValue()");
+        assert_eq!(milli("2e3"), 2_000_000);
+    }
+
+    #[test]
+    fn memory_quantities_in_bytes() {
+        assert_eq!(value("1Ki"), 1024);
+        assert_eq!(value("1.5Gi"), 1_610_612_736);
+        assert_eq!(value("128974848"), 128_974_848);
+        assert_eq!(value("129M"), 129_000_000);
+        assert_eq!(value("123Mi"), 128_974_848);
+        assert_eq!(value("1E"), 1_000_000_000_000_000_000);
+        assert_eq!(value("500m"), 1, "fractions of a byte round up");
+    }
+
+    #[test]
+    fn floats_for_comparisons() {
+        assert_eq!(Quantity::parse("128Mi").unwrap().as_f64(), 134_217_728.0);
+        assert_eq!(Quantity::parse("500m").unwrap().as_f64(), 0.5);
+        assert_eq!(Quantity::parse("2G").unwrap().as_f64(), 2e9);
+    }
+
     #[test]
     fn malformed_quantities_are_refused() {
-        for text in ["", "Mi", "1.2.3", "1Xi", "1e", "--1", "1 Mi", "1e999"] {
+        for text in [
+            "", "Mi", "1.2.3", "1Xi", "1e", "--1", "1 Mi", "1e999", "abc", "1Qi", ".",
+        ] {
             assert!(Quantity::parse(text).is_err(), "{text:?} accepted");
         }
     }
