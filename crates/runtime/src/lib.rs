@@ -34,8 +34,8 @@ use nix::unistd::Pid;
 
 pub use netns::{create_network_namespace, remove_network_namespace};
 pub use spec::{
-    DEFAULT_CAPABILITIES, MASKED_PATHS, ProcessUser, READONLY_PATHS, SECCOMP_DENIED_SYSCALLS,
-    resolve_user,
+    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_CGROUP_PARENT, MASKED_PATHS, ProcessUser,
+    READONLY_PATHS, SECCOMP_DENIED_SYSCALLS, Security, capabilities, cgroups_path, resolve_user,
 };
 pub use state::{
     BindMount, Container, ContainerConfig, ContainerState, NetworkMode, Resources, Status,
@@ -172,6 +172,11 @@ pub struct CreateOptions {
     pub open_stdin: bool,
     /// Initial terminal size as (rows, columns).
     pub console_size: Option<(u16, u16)>,
+    /// The cgroup to create the container's under (Docker's `--cgroup-parent`,
+    /// a pod's cgroup for the node agent); [`DEFAULT_CGROUP_PARENT`] when `None`.
+    pub cgroup_parent: Option<String>,
+    /// Capabilities, privilege, supplementary groups and OOM score.
+    pub security: Security,
 }
 
 /// A process to run in a running container.
@@ -285,6 +290,8 @@ impl Runtime {
             tty: options.tty,
             open_stdin: options.open_stdin,
             console_size: options.console_size,
+            cgroup_parent: options.cgroup_parent,
+            security: options.security,
             created: jiff::Timestamp::now(),
         };
         let dir = self.dir(&config.id);

@@ -19,7 +19,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::spec::{EtcFiles, build_spec, resolve_user};
+use crate::spec::{EtcFiles, build_spec, cgroups_path, resolve_user};
 use crate::state::{ContainerConfig, ContainerDir, NetworkMode, Status};
 use crate::{Error, Result, netns, tty};
 
@@ -53,7 +53,7 @@ pub(crate) fn run(root: &Path, id: &str) -> Result<()> {
     let mut oom_killed = false;
     if let Ok(mut container) = OciContainer::load(runtime_root.join(id)) {
         let _ = container.kill(Signal::SIGKILL, true);
-        oom_killed = oom_kill_count(id) > 0;
+        oom_killed = oom_kill_count(&cgroups_path(&config)) > 0;
         if let Err(error) = container.delete(true) {
             tracing::warn!(%error, "deleting the container's cgroup");
         }
@@ -234,12 +234,11 @@ fn reap(init: Pid) -> i32 {
     }
 }
 
-/// How many times the kernel OOM-killed a process of the container's cgroup.
-fn oom_kill_count(id: &str) -> u64 {
-    let v1 = PathBuf::from(format!(
-        "/sys/fs/cgroup/memory/gantry/{id}/memory.oom_control"
-    ));
-    let v2 = PathBuf::from(format!("/sys/fs/cgroup/gantry/{id}/memory.events"));
+/// How many times the kernel OOM-killed a process of the container's cgroup
+/// (`cgroup` as in the spec's `cgroupsPath`, starting with `/`).
+fn oom_kill_count(cgroup: &str) -> u64 {
+    let v1 = PathBuf::from(format!("/sys/fs/cgroup/memory{cgroup}/memory.oom_control"));
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup{cgroup}/memory.events"));
     [v1, v2]
         .iter()
         .filter_map(|path| fs::read_to_string(path).ok())

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{ContainerConfig, NetworkMode};
@@ -26,6 +27,54 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
+
+/// Every capability Linux 6.x knows, for privileged containers and `ALL`.
+pub const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Where containers go in the cgroup tree when the caller names no parent.
+pub const DEFAULT_CGROUP_PARENT: &str = "/gantry";
 
 /// Paths Docker hides from containers (moby `oci/defaults.go`).
 pub const MASKED_PATHS: &[&str] = &[
@@ -119,6 +168,85 @@ pub struct ProcessUser {
     pub gid: u32,
 }
 
+/// How much a container may do beyond (or short of) Docker's defaults: the
+/// knobs of Docker's `--privileged`/`--cap-add`/`--group-add` and of a
+/// Kubernetes securityContext. The default is Docker's default container.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Security {
+    /// Every capability, every device, no seccomp filter and no masked paths.
+    pub privileged: bool,
+    /// Capabilities added to the defaults (`NET_ADMIN` or `CAP_NET_ADMIN`; `ALL`).
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from the defaults (`ALL` removes every one not added).
+    pub cap_drop: Vec<String>,
+    /// Extra groups of the process, beyond its primary group.
+    pub supplementary_groups: Vec<u32>,
+    /// Let setuid binaries and file capabilities raise privileges (clears
+    /// `noNewPrivileges`); off by default, as Gantry always ran containers.
+    pub allow_privilege_escalation: bool,
+    /// The process's `oom_score_adj` (-1000..=1000); inherited when `None`.
+    pub oom_score_adj: Option<i32>,
+}
+
+/// The container's cgroup, relative to each hierarchy's root: the parent, then the ID.
+pub fn cgroups_path(config: &ContainerConfig) -> String {
+    let parent = config
+        .cgroup_parent
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or(DEFAULT_CGROUP_PARENT);
+    let parent = parent.trim_end_matches('/');
+    if parent.starts_with('/') {
+        format!("{parent}/{}", config.id)
+    } else {
+        format!("/{parent}/{}", config.id)
+    }
+}
+
+/// `CHOWN`, `cap_chown` or `CAP_CHOWN` as the kernel's name, if Linux has it.
+fn capability_name(name: &str) -> Result<String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    if ALL_CAPABILITIES.contains(&full.as_str()) {
+        Ok(full)
+    } else {
+        Err(Error::Spec(format!("unknown capability {name:?}")))
+    }
+}
+
+/// The capability set Docker's `TweakCapabilities` computes: the defaults (or
+/// every one when privileged or `ALL` is added), less the dropped, plus the added.
+pub fn capabilities(security: &Security) -> Result<Vec<String>> {
+    let is_all = |name: &String| name.trim().eq_ignore_ascii_case("ALL");
+    let everything = || ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    if security.privileged {
+        return Ok(everything());
+    }
+    let mut caps: Vec<String> = if security.cap_add.iter().any(is_all) {
+        everything()
+    } else if security.cap_drop.iter().any(is_all) {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    };
+    for dropped in security.cap_drop.iter().filter(|c| !is_all(c)) {
+        let dropped = capability_name(dropped)?;
+        caps.retain(|c| *c != dropped);
+    }
+    for added in security.cap_add.iter().filter(|c| !is_all(c)) {
+        let added = capability_name(added)?;
+        if !caps.contains(&added) {
+            caps.push(added);
+        }
+    }
+    Ok(caps)
+}
+
 /// Builds the spec for `config`, whose root filesystem is mounted at `rootfs`.
 pub(crate) fn build_spec(
     config: &ContainerConfig,
@@ -126,7 +254,9 @@ pub(crate) fn build_spec(
     user: ProcessUser,
     etc_files: &EtcFiles,
 ) -> Result<Spec> {
-    let caps = DEFAULT_CAPABILITIES;
+    let security = &config.security;
+    let privileged = security.privileged;
+    let caps = capabilities(security)?;
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "mount"}),
@@ -142,8 +272,8 @@ pub(crate) fn build_spec(
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if privileged { "rw" } else { "ro" }]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
     ];
@@ -161,7 +291,7 @@ pub(crate) fn build_spec(
         }
         mounts.push(json!({"destination": bind.destination, "type": "bind", "source": bind.source, "options": options}));
     }
-    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let mut resources = json!({"devices": [{"allow": privileged, "access": "rwm"}]});
     if let Some(limit) = config.resources.memory_bytes {
         resources["memory"] = json!({"limit": limit, "swap": limit});
     }
@@ -192,28 +322,39 @@ pub(crate) fn build_spec(
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
         ]
     });
+    let mut process = json!({
+        "terminal": config.tty,
+        "user": {"uid": user.uid, "gid": user.gid},
+        "args": config.args,
+        "env": config.env,
+        "cwd": if config.working_dir.is_empty() { "/" } else { &config.working_dir },
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": !(privileged || security.allow_privilege_escalation)
+    });
+    if !security.supplementary_groups.is_empty() {
+        process["user"]["additionalGids"] = json!(security.supplementary_groups);
+    }
+    if let Some(score) = security.oom_score_adj {
+        process["oomScoreAdj"] = json!(score.clamp(-1000, 1000));
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": cgroups_path(config),
+        "resources": resources,
+    });
+    // Privileged containers see the host as it is: nothing masked, no filter.
+    if !privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        linux["seccomp"] = seccomp;
+    }
     let document = json!({
         "ociVersion": "1.0.2",
         "root": {"path": rootfs, "readonly": config.read_only},
         "hostname": config.hostname,
-        "process": {
-            "terminal": config.tty,
-            "user": {"uid": user.uid, "gid": user.gid},
-            "args": config.args,
-            "env": config.env,
-            "cwd": if config.working_dir.is_empty() { "/" } else { &config.working_dir },
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": true
-        },
+        "process": process,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": format!("/gantry/{}", config.id),
-            "resources": resources,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "seccomp": seccomp
-        }
+        "linux": linux
     });
     serde_json::from_value(document).map_err(|e| Error::Spec(e.to_string()))
 }
@@ -297,8 +438,155 @@ mod tests {
             tty: false,
             open_stdin: false,
             console_size: None,
+            cgroup_parent: None,
+            security: Security::default(),
             created: jiff::Timestamp::now(),
         }
+    }
+
+    fn spec_of(config: &ContainerConfig) -> Spec {
+        let etc = EtcFiles {
+            hostname: "/h".into(),
+            hosts: "/hs".into(),
+            resolv_conf: "/r".into(),
+        };
+        build_spec(
+            config,
+            Path::new("/r"),
+            ProcessUser {
+                uid: 1000,
+                gid: 3000,
+            },
+            &etc,
+        )
+        .unwrap()
+    }
+
+    fn bounding(spec: &Spec) -> Vec<String> {
+        let caps = spec.process().as_ref().unwrap().capabilities().as_ref();
+        let mut names: Vec<String> = caps
+            .unwrap()
+            .bounding()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn containers_go_under_their_cgroup_parent() {
+        let mut config = config();
+        assert_eq!(cgroups_path(&config), "/gantry/abc");
+        config.cgroup_parent = Some("/kubepods/burstable/pod1234/".into());
+        assert_eq!(cgroups_path(&config), "/kubepods/burstable/pod1234/abc");
+        config.cgroup_parent = Some("kubepods".into());
+        let spec = spec_of(&config);
+        assert_eq!(
+            spec.linux().as_ref().unwrap().cgroups_path().as_deref(),
+            Some(Path::new("/kubepods/abc"))
+        );
+    }
+
+    #[test]
+    fn capabilities_are_added_and_dropped_like_docker() {
+        let drop_chown = Security {
+            cap_drop: vec!["CHOWN".into()],
+            cap_add: vec!["net_admin".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(&drop_chown).unwrap();
+        assert!(!caps.contains(&"CAP_CHOWN".to_owned()));
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_owned()));
+        assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len());
+        let only_bind = Security {
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["NET_BIND_SERVICE".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            capabilities(&only_bind).unwrap(),
+            vec!["CAP_NET_BIND_SERVICE"]
+        );
+        let all_but_admin = Security {
+            cap_add: vec!["ALL".into()],
+            cap_drop: vec!["SYS_ADMIN".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            capabilities(&all_but_admin).unwrap().len(),
+            ALL_CAPABILITIES.len() - 1
+        );
+        let unknown = Security {
+            cap_add: vec!["FLY".into()],
+            ..Default::default()
+        };
+        assert!(matches!(capabilities(&unknown), Err(Error::Spec(_))));
+
+        let mut config = config();
+        config.security = drop_chown;
+        let names = bounding(&spec_of(&config));
+        assert!(names.contains(&"CAP_NET_ADMIN".to_owned()));
+        assert!(!names.contains(&"CAP_CHOWN".to_owned()));
+    }
+
+    #[test]
+    fn groups_escalation_and_oom_score_reach_the_process() {
+        let mut config = config();
+        config.security = Security {
+            supplementary_groups: vec![4000, 5000],
+            allow_privilege_escalation: true,
+            oom_score_adj: Some(-997),
+            ..Default::default()
+        };
+        let spec = spec_of(&config);
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.user().uid(), 1000);
+        assert_eq!(process.user().gid(), 3000);
+        assert_eq!(
+            process.user().additional_gids().as_deref(),
+            Some(&[4000, 5000][..])
+        );
+        assert_eq!(process.no_new_privileges(), Some(false));
+        assert_eq!(process.oom_score_adj(), Some(-997));
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_some());
+        assert_eq!(
+            linux.masked_paths().as_ref().map(Vec::len),
+            Some(MASKED_PATHS.len())
+        );
+    }
+
+    #[test]
+    fn privileged_containers_get_everything_unmasked() {
+        let mut config = config();
+        config.security.privileged = true;
+        let spec = spec_of(&config);
+        assert_eq!(bounding(&spec).len(), ALL_CAPABILITIES.len());
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.no_new_privileges(), Some(false));
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_none());
+        assert!(linux.masked_paths().as_ref().is_none_or(Vec::is_empty));
+        assert!(linux.readonly_paths().as_ref().is_none_or(Vec::is_empty));
+        let devices = linux.resources().as_ref().unwrap().devices().as_ref();
+        assert!(devices.unwrap().iter().all(|d| d.allow()));
+        let sys = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/sys"))
+            .unwrap();
+        assert!(sys.options().as_ref().unwrap().contains(&"rw".to_owned()));
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub struct ContainerConfig {
     /// Initial terminal size as (rows, columns).
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
+    /// The cgroup the container's cgroup goes under (a pod's); `/gantry` when `None`.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
+    /// Capabilities, privilege, groups and OOM score.
+    #[serde(default)]
+    pub security: crate::spec::Security,
     /// Creation time.
     pub created: Timestamp,
 }
