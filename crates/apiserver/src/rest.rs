@@ -479,12 +479,37 @@ async fn bind(
     }
     let mut bound = current.object.clone();
     bound["spec"]["nodeName"] = node.into();
+    mark_scheduled(&mut bound);
     // Binding is the one sanctioned change of an existing pod's nodeName, so
     // it is written without the pod-update validation that forbids it.
     objects.bind_pod(&current, bound, write).await?;
     Ok(
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     )
+}
+
+/// Sets `PodScheduled=True` as upstream's binding storage does, so a pod that was
+/// `Unschedulable` stops saying so the moment it is bound.
+fn mark_scheduled(pod: &mut Value) {
+    let scheduled = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": objects::now_rfc3339(),
+    });
+    let status = &mut pod["status"];
+    if !status.is_object() {
+        *status = json!({});
+    }
+    let conditions = &mut status["conditions"];
+    match conditions.as_array_mut() {
+        Some(list) => match list.iter_mut().find(|c| c["type"] == "PodScheduled") {
+            Some(existing) if existing["status"] == "True" => {}
+            Some(existing) => *existing = scheduled,
+            None => list.push(scheduled),
+        },
+        None => *conditions = json!([scheduled]),
+    }
 }
 
 async fn delete_collection(
@@ -901,5 +926,26 @@ mod tests {
         );
         headers.insert(header::ACCEPT, "application/json".parse().expect("header"));
         assert_eq!(ResponseFormat::from_headers(&headers), ResponseFormat::Json);
+    }
+
+    #[test]
+    fn binding_marks_a_pod_scheduled_and_replaces_unschedulable() {
+        let mut pending = json!({"status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"},
+            {"type": "Other", "status": "True"}
+        ]}});
+        mark_scheduled(&mut pending);
+        let conditions = pending["status"]["conditions"]
+            .as_array()
+            .expect("conditions");
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0]["type"], "PodScheduled");
+        assert_eq!(conditions[0]["status"], "True");
+        assert!(conditions[0].get("reason").is_none());
+        assert_eq!(conditions[1]["type"], "Other");
+
+        let mut fresh = json!({"spec": {}});
+        mark_scheduled(&mut fresh);
+        assert_eq!(fresh["status"]["conditions"][0]["status"], "True");
     }
 }

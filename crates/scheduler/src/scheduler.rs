@@ -337,15 +337,6 @@ async fn bind(
         tracing::warn!(%err, pod = %format!("{namespace}/{name}"), node, "binding failed");
         return Outcome::BindFailed { pod, transient };
     }
-    if had_unschedulable_condition(&pod) {
-        let patch = pod_scheduled_patch("True", None, None);
-        if let Err(err) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
-            .await
-        {
-            tracing::debug!(%err, "clearing the Unschedulable condition");
-        }
-    }
     let message = format!("Successfully assigned {namespace}/{name} to {node}");
     recorder
         .record(
@@ -356,10 +347,6 @@ async fn bind(
         )
         .await;
     Outcome::Bound { pod }
-}
-
-fn had_unschedulable_condition(pod: &Pod) -> bool {
-    scheduled_condition(pod).is_some_and(|condition| condition.status == "False")
 }
 
 fn scheduled_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
