@@ -3,8 +3,11 @@
 //! no longer exist are removed, and those of existing pods are adopted.
 
 pub mod backoff;
+pub mod cgroups;
 mod engine;
+pub mod events;
 pub mod naming;
+pub mod qos;
 pub mod resolve;
 pub mod sandbox;
 pub mod status;
@@ -43,6 +46,8 @@ pub async fn run(
         engine,
         sandboxes,
         host_ip,
+        events: events::PodEvents::new(client.clone(), &config.node_name),
+        cgroups: cgroups::CgroupFs::host(),
     });
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);

@@ -39,6 +39,38 @@ pub enum ConfigError {
     /// A resource quantity that does not parse.
     #[error("invalid quantity {0:?}")]
     InvalidQuantity(String),
+    /// `runAsNonRoot` with `runAsUser: 0`.
+    #[error(
+        "container's runAsUser breaks non-root policy (pod: \"{pod}\", container: {container})"
+    )]
+    RunAsUserIsRoot {
+        /// `name_namespace(uid)`.
+        pod: String,
+        /// The container's name.
+        container: String,
+    },
+    /// `runAsNonRoot` and the image runs as root.
+    #[error(
+        "container has runAsNonRoot and image will run as root (pod: \"{pod}\", container: {container})"
+    )]
+    ImageRunsAsRoot {
+        /// `name_namespace(uid)`.
+        pod: String,
+        /// The container's name.
+        container: String,
+    },
+    /// `runAsNonRoot` and the image names its user, which cannot be checked.
+    #[error(
+        "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root (pod: \"{pod}\", container: {container})"
+    )]
+    NonNumericImageUser {
+        /// The image's USER.
+        user: String,
+        /// `name_namespace(uid)`.
+        pod: String,
+        /// The container's name.
+        container: String,
+    },
 }
 
 /// The ConfigMaps and Secrets a container refers to, fetched beforehand
@@ -412,6 +444,110 @@ pub fn user(pod: &Pod, container: &Container, image_user: Option<&str>) -> Optio
     }
 }
 
+/// The security context that applies: the container's fields, else the pod's.
+struct EffectiveContext {
+    run_as_user: Option<i64>,
+    run_as_non_root: Option<bool>,
+}
+
+fn effective_context(pod: &Pod, container: &Container) -> EffectiveContext {
+    let container_context = container.security_context.as_ref();
+    let pod_context = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    EffectiveContext {
+        run_as_user: container_context
+            .and_then(|c| c.run_as_user)
+            .or_else(|| pod_context.and_then(|p| p.run_as_user)),
+        run_as_non_root: container_context
+            .and_then(|c| c.run_as_non_root)
+            .or_else(|| pod_context.and_then(|p| p.run_as_non_root)),
+    }
+}
+
+/// The kubelet's `verifyRunAsNonRoot`: with `runAsNonRoot`, refuse a container
+/// whose user is (or may be) root, before it is created.
+pub fn verify_run_as_non_root(
+    pod: &Pod,
+    container: &Container,
+    image_user: Option<&str>,
+) -> Result<(), ConfigError> {
+    let context = effective_context(pod, container);
+    if context.run_as_non_root != Some(true) {
+        return Ok(());
+    }
+    let pod_name = format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    );
+    let container_name = container.name.clone();
+    match context.run_as_user {
+        Some(0) => {
+            return Err(ConfigError::RunAsUserIsRoot {
+                pod: pod_name,
+                container: container_name,
+            });
+        }
+        Some(_) => return Ok(()),
+        None => {}
+    }
+    let user = image_user
+        .map(|u| u.split_once(':').map_or(u, |(user, _)| user))
+        .unwrap_or_default();
+    match user.parse::<u32>() {
+        _ if user.is_empty() => Err(ConfigError::ImageRunsAsRoot {
+            pod: pod_name,
+            container: container_name,
+        }),
+        Ok(0) => Err(ConfigError::ImageRunsAsRoot {
+            pod: pod_name,
+            container: container_name,
+        }),
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConfigError::NonNumericImageUser {
+            user: user.to_owned(),
+            pod: pod_name,
+            container: container_name,
+        }),
+    }
+}
+
+/// The engine's security settings from the security contexts: capabilities,
+/// privilege, escalation, supplementary groups (`supplementalGroups` and
+/// `fsGroup`, as the kubelet adds both) and the OOM score of the pod's QoS.
+pub fn security(pod: &Pod, container: &Container, oom_score_adj: i32) -> gantry_runtime::Security {
+    let context = container.security_context.as_ref();
+    let pod_context = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let capabilities = context.and_then(|c| c.capabilities.as_ref());
+    let mut groups: Vec<u32> = pod_context
+        .into_iter()
+        .flat_map(|p| {
+            p.supplemental_groups
+                .iter()
+                .flatten()
+                .copied()
+                .chain(p.fs_group)
+        })
+        .filter_map(|gid| u32::try_from(gid).ok())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let privileged = context.and_then(|c| c.privileged).unwrap_or(false);
+    gantry_runtime::Security {
+        privileged,
+        cap_add: capabilities.and_then(|c| c.add.clone()).unwrap_or_default(),
+        cap_drop: capabilities
+            .and_then(|c| c.drop.clone())
+            .unwrap_or_default(),
+        supplementary_groups: groups,
+        // Kubernetes' default is to allow it; only an explicit `false` sets no_new_privs.
+        allow_privilege_escalation: context
+            .and_then(|c| c.allow_privilege_escalation)
+            .unwrap_or(true),
+        oom_score_adj: Some(oom_score_adj),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,6 +689,58 @@ mod tests {
             resources(&container(json!({"name": "a"}))).unwrap(),
             Default::default()
         );
+    }
+
+    #[test]
+    fn run_as_non_root_refuses_root_users() {
+        let mut p = pod(json!([{"name": "a"}]));
+        p.spec.as_mut().unwrap().security_context =
+            Some(serde_json::from_value(json!({"runAsNonRoot": true})).unwrap());
+        let c = container(json!({"name": "a"}));
+        assert_eq!(
+            verify_run_as_non_root(&p, &c, None)
+                .unwrap_err()
+                .to_string(),
+            "container has runAsNonRoot and image will run as root (pod: \"web_ns1(u-1)\", container: a)"
+        );
+        assert!(verify_run_as_non_root(&p, &c, Some("0:0")).is_err());
+        assert!(verify_run_as_non_root(&p, &c, Some("1000")).is_ok());
+        assert!(matches!(
+            verify_run_as_non_root(&p, &c, Some("www")),
+            Err(ConfigError::NonNumericImageUser { .. })
+        ));
+        let as_root = container(json!({"name": "a", "securityContext": {"runAsUser": 0}}));
+        assert!(matches!(
+            verify_run_as_non_root(&p, &as_root, Some("1000")),
+            Err(ConfigError::RunAsUserIsRoot { .. })
+        ));
+        let as_user = container(json!({"name": "a", "securityContext": {"runAsUser": 7}}));
+        assert!(verify_run_as_non_root(&p, &as_user, None).is_ok());
+        let opted_out = container(json!({"name": "a", "securityContext": {"runAsNonRoot": false}}));
+        assert!(verify_run_as_non_root(&p, &opted_out, None).is_ok());
+    }
+
+    #[test]
+    fn security_contexts_become_engine_settings() {
+        let mut p = pod(json!([{"name": "a"}]));
+        p.spec.as_mut().unwrap().security_context = Some(
+            serde_json::from_value(json!({"supplementalGroups": [5000, 4000], "fsGroup": 4000}))
+                .unwrap(),
+        );
+        let c = container(json!({"name": "a", "securityContext": {
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["CHOWN"]},
+            "allowPrivilegeEscalation": false}}));
+        let security = security(&p, &c, -997);
+        assert_eq!(security.cap_add, vec!["NET_ADMIN"]);
+        assert_eq!(security.cap_drop, vec!["CHOWN"]);
+        assert_eq!(security.supplementary_groups, vec![4000, 5000]);
+        assert!(!security.allow_privilege_escalation);
+        assert!(!security.privileged);
+        assert_eq!(security.oom_score_adj, Some(-997));
+        let privileged = container(json!({"name": "a", "securityContext": {"privileged": true}}));
+        let security = super::security(&p, &privileged, 1000);
+        assert!(security.privileged);
+        assert!(security.allow_privilege_escalation);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::qos::QosClass;
+
 /// What the engine reports about one attempt at running a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
@@ -180,6 +182,8 @@ pub struct PodView<'a> {
     pub pod_ip: Option<String>,
     /// When the agent first acknowledged the pod.
     pub start_time: Timestamp,
+    /// The pod's QoS class.
+    pub qos: QosClass,
 }
 
 /// Kubelet's pod phase from its containers.
@@ -322,7 +326,7 @@ pub fn pod_status(view: &PodView, previous: Option<&PodStatus>, now: Timestamp) 
         init_container_statuses: (!view.init.is_empty())
             .then(|| view.init.iter().map(ContainerView::status).collect()),
         container_statuses: Some(view.app.iter().map(ContainerView::status).collect()),
-        qos_class: previous.and_then(|p| p.qos_class.clone()),
+        qos_class: Some(view.qos.as_str().to_owned()),
         ..Default::default()
     }
 }
@@ -376,6 +380,7 @@ mod tests {
             host_ip: "10.0.0.1".into(),
             pod_ip: Some("10.42.0.7".into()),
             start_time: Timestamp::UNIX_EPOCH,
+            qos: QosClass::Burstable,
         }
     }
 

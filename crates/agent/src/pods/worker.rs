@@ -17,8 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backoff::{Backoff, go_duration};
+use super::cgroups::{self, CgroupFs};
 use super::engine::{Engine, PodContainer};
+use super::events::{PodEvent, PodEvents};
 use super::naming::ContainerName;
+use super::qos::{self, QosClass};
 use super::resolve::{self, EnvSources, PodRuntimeFacts};
 use super::sandbox::{PodSandbox, Sandboxes};
 use super::status::{ContainerView, Observed, PodView, Waiting, pod_status};
@@ -48,6 +51,10 @@ pub struct WorkerContext {
     pub sandboxes: Sandboxes,
     /// The node's IP, the pods' hostIP.
     pub host_ip: String,
+    /// Records the kubelet's Events about pods.
+    pub events: PodEvents,
+    /// Where pod cgroups are created.
+    pub cgroups: CgroupFs,
 }
 
 /// What the agent remembers about one container between syncs.
@@ -77,6 +84,8 @@ struct PodWorker {
     probe_tasks: TaskTracker,
     probe_cancel: CancellationToken,
     wake: Arc<Notify>,
+    /// The pod's cgroup (`/kubepods/...`), once created.
+    pod_cgroup: Option<String>,
 }
 
 /// Drives one pod until it is deleted (returns after the API object is gone) or
@@ -97,6 +106,7 @@ pub async fn run(
         probe_tasks: TaskTracker::new(),
         probe_cancel: shutdown.child_token(),
         wake: Arc::new(Notify::new()),
+        pod_cgroup: None,
     };
     loop {
         let update = updates.borrow_and_update().clone();
@@ -147,6 +157,7 @@ impl PodWorker {
             return Ok(());
         };
         let sandbox = self.ensure_sandbox().await?;
+        self.ensure_pod_cgroup(pod).await?;
         let containers = self.observe().await?;
         self.restart_failed_probes(pod, &containers).await;
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
@@ -211,6 +222,52 @@ impl PodWorker {
         Ok(sandbox)
     }
 
+    /// Creates the pod's cgroup under its QoS class with the pod-wide limits,
+    /// before any container goes into it; once per worker (applying again after
+    /// an agent restart is harmless).
+    async fn ensure_pod_cgroup(&mut self, pod: &Pod) -> Result<(), String> {
+        let Some(spec) = pod.spec.as_ref().filter(|_| self.pod_cgroup.is_none()) else {
+            return Ok(());
+        };
+        let qos = qos::pod_qos(spec);
+        let path = cgroups::pod_cgroup_path(qos, &self.uid);
+        let resources = cgroups::pod_resources(spec, qos);
+        let (cgroups, target) = (self.context.cgroups.clone(), path.clone());
+        tokio::task::spawn_blocking(move || cgroups.apply(&target, &resources))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("creating the pod cgroup {path}: {e}"))?;
+        self.pod_cgroup = Some(path);
+        Ok(())
+    }
+
+    /// Removes the pod's cgroup once its containers are gone (under every QoS
+    /// class: a worker that never synced does not know which).
+    async fn remove_pod_cgroup(&mut self) {
+        let cgroups = self.context.cgroups.clone();
+        let paths: Vec<String> = [
+            QosClass::Guaranteed,
+            QosClass::Burstable,
+            QosClass::BestEffort,
+        ]
+        .into_iter()
+        .map(|qos| cgroups::pod_cgroup_path(qos, &self.uid))
+        .collect();
+        let removed = tokio::task::spawn_blocking(move || {
+            paths.iter().try_for_each(|path| cgroups.remove(path))
+        })
+        .await;
+        if let Ok(Err(error)) = removed {
+            tracing::warn!(uid = %self.uid, %error, "removing the pod cgroup");
+        }
+        self.pod_cgroup = None;
+    }
+
+    /// Records an Event about one of the pod's containers.
+    async fn record(&self, pod: &Pod, container: &str, event: PodEvent) {
+        self.context.events.container(pod, container, event).await;
+    }
+
     async fn observe(&self) -> Result<Vec<PodContainer>, String> {
         self.context
             .engine
@@ -239,7 +296,15 @@ impl PodWorker {
                 pod.metadata.namespace.as_deref().unwrap_or_default(),
                 pod.metadata.uid.as_deref().unwrap_or_default(),
             );
+            let entering = track
+                .waiting
+                .as_ref()
+                .is_none_or(|w| w.reason != "CrashLoopBackOff");
             track.waiting = Some(Waiting::new("CrashLoopBackOff", message));
+            if entering {
+                let event = PodEvent::crash_back_off(&container.name);
+                self.record(pod, &container.name, event).await;
+            }
             return;
         }
         track.restarts.next(finished);
@@ -259,6 +324,16 @@ impl PodWorker {
             .create_and_start(pod, sandbox, container, attempt)
             .await
             .err();
+        if let Some(failed) = waiting.as_ref().filter(|w| {
+            matches!(
+                w.reason.as_str(),
+                "CreateContainerConfigError" | "CreateContainerError"
+            )
+        }) {
+            let message = failed.message.clone().unwrap_or_default();
+            self.record(pod, &container.name, PodEvent::failed(&message))
+                .await;
+        }
         self.track(&container.name).waiting = waiting;
     }
 
@@ -269,7 +344,7 @@ impl PodWorker {
         container: &Container,
         attempt: u32,
     ) -> Result<(), Waiting> {
-        let image = self.pull(container).await?;
+        let image = self.pull(pod, container).await?;
         let options = self
             .create_options(pod, sandbox, container, attempt, &image)
             .await
@@ -285,9 +360,21 @@ impl PodWorker {
             })
             .await;
         let id = match started {
-            Ok(id) => id,
+            Ok(id) => {
+                self.record(pod, &container.name, PodEvent::created(&container.name))
+                    .await;
+                self.record(pod, &container.name, PodEvent::started(&container.name))
+                    .await;
+                id
+            }
             // The container exists and has exited: its status says why.
-            Err(gantry_runtime::Error::StartFailed(..)) => return Ok(()),
+            Err(gantry_runtime::Error::StartFailed(message, _)) => {
+                self.record(pod, &container.name, PodEvent::created(&container.name))
+                    .await;
+                self.record(pod, &container.name, PodEvent::failed(&message))
+                    .await;
+                return Ok(());
+            }
             Err(error) => return Err(Waiting::new("CreateContainerError", error.to_string())),
         };
         if let Some(hook) = container
@@ -310,7 +397,11 @@ impl PodWorker {
     }
 
     /// The image for `container` per its pull policy, or why it is not there.
-    async fn pull(&mut self, container: &Container) -> Result<gantry_image::Image, Waiting> {
+    async fn pull(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<gantry_image::Image, Waiting> {
         let reference = container.image.clone().unwrap_or_default();
         let policy = container
             .image_pull_policy
@@ -321,12 +412,39 @@ impl PodWorker {
         if let Some(failed) = track.pull_failed_at
             && track.pulls.blocked_until(failed, now).is_some()
         {
+            self.record(pod, &container.name, PodEvent::pull_back_off(&reference))
+                .await;
             return Err(Waiting::new(
                 "ImagePullBackOff",
                 format!("Back-off pulling image \"{reference}\""),
             ));
         }
-        match self.context.engine.image(&reference, &policy).await {
+        let engine = self.context.engine.clone();
+        let present = match policy.as_str() {
+            "Always" => None,
+            _ => engine.image(&reference, "Never").await.ok(),
+        };
+        let pulled = match present {
+            Some(image) => {
+                let event = PodEvent::already_present(&reference);
+                self.record(pod, &container.name, event).await;
+                Ok(image)
+            }
+            None if policy == "Never" => engine.image(&reference, "Never").await,
+            None => {
+                self.record(pod, &container.name, PodEvent::pulling(&reference))
+                    .await;
+                let began = Instant::now();
+                let pulled = engine.image(&reference, "Always").await;
+                let event = match &pulled {
+                    Ok(_) => PodEvent::pulled(&reference, began.elapsed()),
+                    Err(error) => PodEvent::pull_failed(&reference, &error.to_string()),
+                };
+                self.record(pod, &container.name, event).await;
+                pulled
+            }
+        };
+        match pulled {
             Ok(image) => {
                 self.track(&container.name).pull_failed_at = None;
                 Ok(image)
@@ -366,6 +484,11 @@ impl PodWorker {
         let resources = resolve::resources(container).map_err(|e| e.to_string())?;
         let image_config = image.config.config().clone();
         let image_user = image_config.as_ref().and_then(|c| c.user().clone());
+        resolve::verify_run_as_non_root(pod, container, image_user.as_deref())
+            .map_err(|e| e.to_string())?;
+        let qos = pod.spec.as_ref().map_or(QosClass::BestEffort, qos::pod_qos);
+        let oom_score_adj = qos::oom_score_adj(qos, container, cgroups::node_memory_bytes());
+        let security = resolve::security(pod, container, oom_score_adj);
         let name = ContainerName {
             container: container.name.clone(),
             pod: pod.metadata.name.clone().unwrap_or_default(),
@@ -387,6 +510,8 @@ impl PodWorker {
             hostname: Some(hostname(pod)),
             resources,
             network: NetworkMode::Join(sandbox.netns.clone()),
+            cgroup_parent: self.pod_cgroup.clone(),
+            security,
             read_only: container
                 .security_context
                 .as_ref()
@@ -503,6 +628,14 @@ impl PodWorker {
                 continue;
             }
             tracing::info!(pod = %pod_key(pod), container = %name, %reason, "killing container to restart it");
+            let (probe, detail) = reason
+                .split_once(" probe failed: ")
+                .unwrap_or(("liveness", &reason));
+            let unhealthy =
+                PodEvent::unhealthy(&format!("{} probe failed: {detail}", capitalized(probe)));
+            self.record(pod, &name, unhealthy).await;
+            let killing = PodEvent::killing(&name, Some(&format!("failed {probe} probe")));
+            self.record(pod, &name, killing).await;
             let _ = self
                 .context
                 .engine
@@ -527,6 +660,7 @@ impl PodWorker {
             host_ip: self.context.host_ip.clone(),
             pod_ip: sandbox.ip.map(|ip| ip.to_string()),
             start_time: self.start_time,
+            qos: qos::pod_qos(spec),
         };
         let status = pod_status(&view, pod.status.as_ref(), Timestamp::now());
         let wanted = serde_json::to_value(&status).map_err(|e| e.to_string())?;
@@ -616,6 +750,12 @@ impl PodWorker {
             .filter(|c| c.observed.running)
             .cloned()
             .collect();
+        if let Some(pod) = pod {
+            for c in &running {
+                let name = &c.name.container;
+                self.record(pod, name, PodEvent::killing(name, None)).await;
+            }
+        }
         let mut stops = Vec::new();
         for c in running {
             let spec = specs.iter().find(|s| s.name == c.name.container).cloned();
@@ -663,6 +803,7 @@ impl PodWorker {
         if let Err(error) = removed {
             tracing::warn!(uid = %self.uid, %error, "removing the pod's containers");
         }
+        self.remove_pod_cgroup().await;
         if let Err(error) = self.context.sandboxes.remove(&self.uid).await {
             tracing::warn!(uid = %self.uid, %error, "releasing the pod sandbox");
         }
@@ -735,6 +876,15 @@ fn hostname(pod: &Pod) -> String {
         .or_else(|| pod.metadata.name.clone())
         .unwrap_or_default();
     name.chars().take(63).collect()
+}
+
+/// `liveness` as `Liveness`, for probe Event messages.
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn grace_seconds(pod: &Pod) -> i64 {
