@@ -7,6 +7,7 @@
 //! agent leaves containers running: their monitors (the engine's shims) keep them,
 //! and the next agent adopts them.
 
+pub mod dns;
 pub mod kubelet_api;
 pub mod network;
 pub mod node;
