@@ -44,6 +44,13 @@ pub struct AgentConfig {
     /// The node's pod network (a bridge with an address per pod); `None` gives
     /// pods a loopback-only namespace and no `podIP`.
     pub pod_network: Option<PodNetworkSettings>,
+    /// The cluster DNS service's address (the kubelet's `--cluster-dns`): the
+    /// nameserver of `dnsPolicy: ClusterFirst` pods. `None` gives them the host's
+    /// resolvers.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster's DNS domain (`--cluster-domain`), for pods' search paths and
+    /// fully qualified hostnames.
+    pub cluster_domain: String,
 }
 
 /// How the agent sets up the node's pod network once the Node has a `spec.podCIDR`.
@@ -86,6 +93,8 @@ impl AgentConfig {
             kubelet_port: kubelet_api::DEFAULT_PORT,
             kubelet_client_ca: Vec::new(),
             pod_network: None,
+            cluster_dns: None,
+            cluster_domain: "cluster.local".into(),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod cgroups;
 mod engine;
+pub mod etc_files;
 pub mod events;
 pub mod naming;
 pub mod qos;
@@ -29,6 +30,7 @@ pub use engine::{Engine, ExecOutput, PodContainer};
 pub use worker::{default_pull_policy, should_restart};
 
 use crate::AgentConfig;
+use crate::volumes::{VolumeManager, VolumeWatcher};
 pub use sandbox::Sandboxes;
 use worker::{PodUpdate, WorkerContext};
 
@@ -41,6 +43,10 @@ pub async fn run(
     host_ip: String,
     shutdown: CancellationToken,
 ) {
+    let volumes = VolumeManager::new(client.clone(), config.engine_root.join("pods"));
+    let volume_watcher = VolumeWatcher::new(client.clone(), volumes.clone());
+    let background = TaskTracker::new();
+    background.spawn(volume_watcher.clone().run(shutdown.clone()));
     let context = Arc::new(WorkerContext {
         client: client.clone(),
         engine,
@@ -48,6 +54,12 @@ pub async fn run(
         host_ip,
         events: events::PodEvents::new(client.clone(), &config.node_name),
         cgroups: cgroups::CgroupFs::host(),
+        volumes,
+        volume_watcher,
+        dns: etc_files::ClusterDns {
+            nameserver: config.cluster_dns,
+            domain: config.cluster_domain.clone(),
+        },
     });
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
@@ -83,6 +95,8 @@ pub async fn run(
         }
     }
     workers.shut_down().await;
+    background.close();
+    background.wait().await;
 }
 
 /// The running workers, by pod UID.
@@ -183,6 +197,24 @@ async fn remove_orphans(context: &WorkerContext, listed: &HashSet<String>) {
     for uid in context.sandboxes.pinned() {
         if !listed.contains(&uid) {
             let _ = context.sandboxes.remove(&uid).await;
+        }
+    }
+    remove_orphaned_volumes(context, listed).await;
+}
+
+/// Unmounts and removes the volumes of pods deleted while no agent ran (after
+/// their containers, which may still have used them, are gone).
+async fn remove_orphaned_volumes(context: &WorkerContext, listed: &HashSet<String>) {
+    let on_disk = match context.volumes.pods_on_disk().await {
+        Ok(uids) => uids,
+        Err(error) => {
+            tracing::warn!(%error, "listing pod volume directories");
+            return;
+        }
+    };
+    for uid in on_disk.iter().filter(|uid| !listed.contains(*uid)) {
+        if let Err(error) = context.volumes.cleanup(uid).await {
+            tracing::warn!(%uid, %error, "removing volumes of a deleted pod");
         }
     }
 }

@@ -346,8 +346,36 @@ impl VolumeManager {
         .map_err(io_error(context))
     }
 
-    fn pod_dir(&self, uid: &str) -> Result<PathBuf, VolumeError> {
+    /// `<root>/<uid>`: the pod's directory, where its volumes and the other
+    /// per-pod files the agent manages (/etc/hosts, resolv.conf) live, all
+    /// removed by [`VolumeManager::cleanup`].
+    pub fn pod_dir(&self, uid: &str) -> Result<PathBuf, VolumeError> {
         pod_dir(&self.root, uid)
+    }
+
+    /// The uids of the pods that have a directory on this node, so that those of
+    /// pods deleted while no agent ran can be cleaned up.
+    pub async fn pods_on_disk(&self) -> Result<Vec<String>, VolumeError> {
+        let root = self.root.clone();
+        let context = format!("listing {}", root.display());
+        tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
+            let entries = match std::fs::read_dir(&root) {
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                entries => entries?,
+            };
+            let mut uids = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_dir()
+                    && let Ok(uid) = entry.file_name().into_string()
+                {
+                    uids.push(uid);
+                }
+            }
+            Ok(uids)
+        })
+        .await?
+        .map_err(io_error(context))
     }
 
     async fn prepare_volume(
