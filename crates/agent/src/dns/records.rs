@@ -504,3 +504,252 @@ fn soa_record(origin: &Name) -> Record {
         )),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A zone over the given objects, as the reflectors would hold them.
+    fn zone(
+        services: &[serde_json::Value],
+        slices: &[serde_json::Value],
+        pods: &[serde_json::Value],
+    ) -> ClusterZone {
+        fn store<K>(objects: &[serde_json::Value]) -> Store<K>
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+        {
+            let mut writer = Writer::<K>::default();
+            for object in objects {
+                let object: K = serde_json::from_value(object.clone()).expect("valid object");
+                writer.apply_watcher_event(&watcher::Event::Apply(object));
+            }
+            writer.as_reader()
+        }
+        let state = ClusterState {
+            services: store(services),
+            slices: store(slices),
+            pods: store(pods),
+        };
+        ClusterZone::new(&Name::from_ascii("cluster.local").expect("name"), state)
+    }
+
+    fn name(text: &str) -> Name {
+        Name::from_str(text).expect("name")
+    }
+
+    fn addresses(answer: &ZoneAnswer) -> Vec<String> {
+        let mut found: Vec<String> = answer
+            .answers
+            .iter()
+            .map(|record| record.data.to_string())
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn service(namespace: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+        json!({"metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    }
+
+    fn slice(
+        namespace: &str,
+        service: &str,
+        ports: serde_json::Value,
+        endpoints: serde_json::Value,
+    ) -> serde_json::Value {
+        json!({
+            "metadata": {"name": format!("{service}-abcde"), "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": ports,
+            "endpoints": endpoints,
+        })
+    }
+
+    fn web() -> serde_json::Value {
+        service(
+            "default",
+            "web",
+            json!({
+                "clusterIP": "10.43.0.20", "clusterIPs": ["10.43.0.20"],
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}, {"port": 9090}],
+            }),
+        )
+    }
+
+    fn headless() -> (serde_json::Value, serde_json::Value, Vec<serde_json::Value>) {
+        let service = service(
+            "db",
+            "pg",
+            json!({
+                "clusterIP": "None", "ports": [{"name": "sql", "port": 5432}],
+            }),
+        );
+        let slice = slice(
+            "db",
+            "pg",
+            json!([{"name": "sql", "port": 5432, "protocol": "TCP"}]),
+            json!([
+                {"addresses": ["10.42.0.5"], "conditions": {"ready": true},
+                 "targetRef": {"kind": "Pod", "name": "pg-0", "namespace": "db"}},
+                {"addresses": ["10.42.0.6"], "conditions": {"ready": true}, "hostname": "replica"},
+                {"addresses": ["10.42.0.7"], "conditions": {"ready": false}},
+                {"addresses": ["10.42.0.8"]},
+            ]),
+        );
+        let pods = vec![json!({
+            "metadata": {"name": "pg-0", "namespace": "db"},
+            "spec": {"hostname": "pg-0", "subdomain": "pg", "containers": []},
+            "status": {"podIP": "10.42.0.5", "podIPs": [{"ip": "10.42.0.5"}]},
+        })];
+        (service, slice, pods)
+    }
+
+    #[test]
+    fn cluster_ip_service_resolves_to_its_virtual_ip() {
+        let zone = zone(&[web()], &[], &[]);
+        let answer = zone.answer(&name("web.default.svc.cluster.local."), RecordType::A);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert_eq!(addresses(&answer), ["10.43.0.20"]);
+        assert_eq!(answer.answers[0].ttl, TTL);
+        // Names are case-insensitive.
+        let upper = zone.answer(&name("WEB.Default.SVC.cluster.local."), RecordType::A);
+        assert_eq!(addresses(&upper), ["10.43.0.20"]);
+    }
+
+    #[test]
+    fn ipv6_question_for_an_ipv4_service_is_nodata_with_soa() {
+        let zone = zone(&[web()], &[], &[]);
+        let answer = zone.answer(&name("web.default.svc.cluster.local."), RecordType::AAAA);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert!(answer.answers.is_empty());
+        assert_eq!(answer.authorities[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn unknown_names_are_nxdomain_with_soa() {
+        let zone = zone(&[web()], &[], &[]);
+        for unknown in [
+            "nope.default.svc.cluster.local.",
+            "web.other.svc.cluster.local.",
+            "a.b.c.d.e.f.cluster.local.",
+            "web.default.cluster.local.",
+        ] {
+            let answer = zone.answer(&name(unknown), RecordType::A);
+            assert_eq!(answer.code, ResponseCode::NXDomain, "{unknown}");
+            assert_eq!(
+                answer.authorities[0].record_type(),
+                RecordType::SOA,
+                "{unknown}"
+            );
+        }
+        let namespace = zone.answer(&name("default.svc.cluster.local."), RecordType::A);
+        assert_eq!(namespace.code, ResponseCode::NoError);
+    }
+
+    #[test]
+    fn srv_for_named_port_targets_the_service() {
+        let zone = zone(&[web()], &[], &[]);
+        let answer = zone.answer(
+            &name("_http._tcp.web.default.svc.cluster.local."),
+            RecordType::SRV,
+        );
+        assert_eq!(
+            addresses(&answer),
+            ["0 100 80 web.default.svc.cluster.local."]
+        );
+        assert_eq!(answer.additionals.len(), 1);
+        assert_eq!(answer.additionals[0].data.to_string(), "10.43.0.20");
+        let wrong_protocol = zone.answer(
+            &name("_http._udp.web.default.svc.cluster.local."),
+            RecordType::SRV,
+        );
+        assert_eq!(wrong_protocol.code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn headless_service_resolves_to_each_ready_endpoint() {
+        let (service, slice, pods) = headless();
+        let zone = zone(&[service], &[slice], &pods);
+        let answer = zone.answer(&name("pg.db.svc.cluster.local."), RecordType::A);
+        assert_eq!(addresses(&answer), ["10.42.0.5", "10.42.0.6", "10.42.0.8"]);
+    }
+
+    #[test]
+    fn headless_srv_targets_each_endpoint_by_hostname_or_address() {
+        let (service, slice, pods) = headless();
+        let zone = zone(&[service], &[slice], &pods);
+        let answer = zone.answer(&name("_sql._tcp.pg.db.svc.cluster.local."), RecordType::SRV);
+        assert_eq!(
+            addresses(&answer),
+            [
+                "0 33 5432 10-42-0-8.pg.db.svc.cluster.local.",
+                "0 33 5432 pg-0.pg.db.svc.cluster.local.",
+                "0 33 5432 replica.pg.db.svc.cluster.local.",
+            ]
+        );
+        assert_eq!(answer.additionals.len(), 3);
+    }
+
+    #[test]
+    fn pod_hostname_under_its_subdomain_service() {
+        let (service, slice, pods) = headless();
+        let zone = zone(&[service], &[slice], &pods);
+        let pod = zone.answer(&name("pg-0.pg.db.svc.cluster.local."), RecordType::A);
+        assert_eq!(addresses(&pod), ["10.42.0.5"]);
+        let by_endpoint_hostname =
+            zone.answer(&name("replica.pg.db.svc.cluster.local."), RecordType::A);
+        assert_eq!(addresses(&by_endpoint_hostname), ["10.42.0.6"]);
+        let not_ready = zone.answer(&name("10-42-0-7.pg.db.svc.cluster.local."), RecordType::A);
+        assert_eq!(not_ready.code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn pod_records_answer_only_addresses_of_pods_in_that_namespace() {
+        let (_, _, pods) = headless();
+        let zone = zone(&[], &[], &pods);
+        let pod = zone.answer(&name("10-42-0-5.db.pod.cluster.local."), RecordType::A);
+        assert_eq!(addresses(&pod), ["10.42.0.5"]);
+        let elsewhere = zone.answer(&name("10-42-0-5.default.pod.cluster.local."), RecordType::A);
+        assert_eq!(elsewhere.code, ResponseCode::NXDomain);
+        let garbage = zone.answer(&name("not-an-ip.db.pod.cluster.local."), RecordType::A);
+        assert_eq!(garbage.code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn external_name_is_a_cname_for_every_type() {
+        let external = service(
+            "default",
+            "search",
+            json!({"type": "ExternalName", "externalName": "example.org"}),
+        );
+        let zone = zone(&[external], &[], &[]);
+        for query_type in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+            let answer = zone.answer(&name("search.default.svc.cluster.local."), query_type);
+            assert_eq!(addresses(&answer), ["example.org."], "{query_type}");
+            assert_eq!(answer.answers[0].record_type(), RecordType::CNAME);
+        }
+    }
+
+    #[test]
+    fn apex_answers_soa() {
+        let zone = zone(&[], &[], &[]);
+        let answer = zone.answer(&name("cluster.local."), RecordType::SOA);
+        assert_eq!(answer.answers.len(), 1);
+        assert!(
+            answer.answers[0]
+                .data
+                .to_string()
+                .starts_with("ns.dns.cluster.local. hostmaster.cluster.local.")
+        );
+        assert!(zone.contains(&name("x.cluster.local.")));
+        assert!(!zone.contains(&name("example.org.")));
+    }
+}
