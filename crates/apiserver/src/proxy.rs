@@ -1,7 +1,8 @@
 //! Pod subresources that the node agent serves and the API server relays, as
 //! kube-apiserver does: `GET pods/{name}/log` finds the pod's node, calls the kubelet
 //! API there (`/containerLogs/...`) and streams its answer back unchanged, so
-//! `kubectl logs -f` follows live output.
+//! `kubectl logs -f` follows live output. `pods/exec`, `pods/attach` and
+//! `pods/portforward` upgrade the connection and are relayed by [`streams`].
 //!
 //! The API server authenticates to kubelets with a client certificate for
 //! `kube-apiserver-kubelet-client` (group `system:masters`) issued from the cluster CA
@@ -29,9 +30,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::objects::Objects;
 use crate::pki::{ClusterPki, PkiError};
+
+mod streams;
 
 /// The identity kube-apiserver presents to kubelets.
 pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
@@ -57,6 +63,10 @@ const FORWARDED_LOG_OPTIONS: [&str; 7] = [
 pub struct PodProxy {
     objects: Objects,
     connector: TlsConnector,
+    /// The spliced exec/attach/port-forward streams, which outlive their requests.
+    streams: TaskTracker,
+    /// Cuts those streams when the server stops.
+    closing: CancellationToken,
 }
 
 impl PodProxy {
@@ -83,7 +93,17 @@ impl PodProxy {
         Ok(PodProxy {
             objects,
             connector: TlsConnector::from(Arc::new(config)),
+            streams: TaskTracker::new(),
+            closing: CancellationToken::new(),
         })
+    }
+
+    /// Cuts the relayed streams (exec sessions, port forwards) and waits until their
+    /// tasks have ended; the server calls it once it stops serving requests.
+    pub async fn shutdown(&self) {
+        self.closing.cancel();
+        self.streams.close();
+        self.streams.wait().await;
     }
 }
 
@@ -95,7 +115,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>(proxy: PodProxy) -> Router<S> {
             "/api/v1/namespaces/{namespace}/pods/{name}/log",
             get(pod_log),
         )
-        .with_state(proxy)
+        .with_state(proxy.clone())
+        .merge(streams::routes(proxy))
 }
 
 /// `GET pods/{name}/log`: upstream's pod log REST plus its location streamer.
@@ -280,16 +301,7 @@ async fn kubelet_get(
             format!("error dialing the kubelet at {address}:{port}: {error}"),
         )
     };
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect((address, port)).await?;
-        connector
-            .connect(ServerName::IpAddress(address.into()), tcp)
-            .await
-    };
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+    let tls = connect_kubelet(connector, address, port).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
@@ -318,12 +330,42 @@ async fn kubelet_get(
         let body = Body::new(response.into_body());
         return Ok(([(header::CONTENT_TYPE, content_type)], body).into_response());
     }
+    Err(kubelet_error(response).await)
+}
+
+/// Opens an mTLS connection to a kubelet, as the API server's kubelet client.
+async fn connect_kubelet(
+    connector: &TlsConnector,
+    address: IpAddr,
+    port: u16,
+) -> Result<TlsStream<tokio::net::TcpStream>, ApiError> {
+    let unreachable = |error: String| {
+        ApiError::new(
+            Reason::InternalError,
+            format!("error dialing the kubelet at {address}:{port}: {error}"),
+        )
+    };
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect((address, port)).await?;
+        connector
+            .connect(ServerName::IpAddress(address.into()), tcp)
+            .await
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))
+}
+
+/// A kubelet's error answer as a Status carrying its message and matching code.
+async fn kubelet_error(response: hyper::Response<hyper::body::Incoming>) -> ApiError {
+    let code = response.status();
     let limited = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY);
     let message = match limited.collect().await {
         Ok(body) => String::from_utf8_lossy(&body.to_bytes()).trim().to_owned(),
         Err(error) => format!("reading the kubelet's answer: {error}"),
     };
-    Err(ApiError::new(reason_for(code), message))
+    ApiError::new(reason_for(code), message)
 }
 
 /// The Status reason that travels with a kubelet's HTTP error code.

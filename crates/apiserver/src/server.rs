@@ -151,10 +151,12 @@ pub async fn run(
     };
     let (stop_controllers, controllers_stopped) = tokio::sync::watch::channel(false);
     let namespace_controller = tokio::spawn(namespaces::run(objects, controllers_stopped));
+    let pod_proxy = state.pod_proxy.clone();
     let app = router(state);
     on_listening(local);
     tracing::info!(%local, "API server listening");
     let served = serve_tls(listener, tls, app, shutdown).await;
+    pod_proxy.shutdown().await;
     let _ = stop_controllers.send(true);
     let _ = namespace_controller.await;
     tokio::task::spawn_blocking(move || store.shutdown())
@@ -215,7 +217,11 @@ fn router(state: AppState) -> Router {
 }
 
 /// Rejects requests without valid credentials, except Kubernetes' public-info endpoints.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     let public = matches!(path, "/healthz" | "/livez" | "/readyz" | "/version");
     // A joining node has no credentials yet: these check the join token themselves.
@@ -236,6 +242,8 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     {
         Ok(user) => {
             tracing::debug!(user = %user.name, method = %request.method(), uri = %request.uri(), "request");
+            // For handlers that authorize (the pod stream subresources).
+            request.extensions_mut().insert(user);
             next.run(request).await
         }
         Err(_) if public && authorization.is_none() => next.run(request).await,

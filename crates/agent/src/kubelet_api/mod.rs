@@ -1,10 +1,13 @@
-//! The kubelet API (port 10250): what the API server calls for `kubectl logs`.
+//! The kubelet API (port 10250): what the API server calls for `kubectl logs`,
+//! `exec`, `attach` and `cp`.
 //!
 //! It serves HTTPS with a self-signed certificate (the API server does not verify
 //! kubelets by default) and requires a client certificate from the cluster CA whose
 //! subject is the API server's kubelet client or a `system:masters` member, so only the
 //! control plane reads containers' output.
 
+pub mod attach;
+pub mod exec;
 pub mod logs;
 pub mod tls;
 
@@ -97,6 +100,8 @@ pub struct KubeletApi {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     runtime: gantry_runtime::Runtime,
+    engine_root: PathBuf,
+    gantry: PathBuf,
 }
 
 impl KubeletApi {
@@ -122,6 +127,8 @@ impl KubeletApi {
             listener,
             tls,
             runtime,
+            engine_root: config.engine_root.clone(),
+            gantry: config.shim.program.clone(),
         })
     }
 
@@ -136,11 +143,20 @@ impl KubeletApi {
     /// streams to end.
     pub async fn serve(self, shutdown: CancellationToken) {
         let streams = TaskTracker::new();
-        let app = router(logs::LogService {
-            runtime: self.runtime,
-            tasks: streams.clone(),
-            shutdown: shutdown.clone(),
-        });
+        let app = router(
+            logs::LogService {
+                runtime: self.runtime.clone(),
+                tasks: streams.clone(),
+                shutdown: shutdown.clone(),
+            },
+            exec::StreamService {
+                runtime: self.runtime,
+                engine_root: self.engine_root,
+                gantry: self.gantry,
+                tasks: streams.clone(),
+                shutdown: shutdown.clone(),
+            },
+        );
         let acceptor = TlsAcceptor::from(self.tls);
         let mut connections = JoinSet::new();
         loop {
@@ -164,14 +180,26 @@ impl KubeletApi {
     }
 }
 
-/// The kubelet's paths that Gantry serves.
-fn router(logs: logs::LogService) -> Router {
+/// The kubelet's paths that Gantry serves. Exec and attach accept POST too, as the
+/// kubelet does for SPDY clients (which are then told to use WebSocket).
+fn router(logs: logs::LogService, streams: exec::StreamService) -> Router {
+    let streaming = Router::new()
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(exec::exec).post(exec::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(attach::attach).post(attach::attach),
+        )
+        .with_state(streams);
     Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(logs::container_logs),
         )
         .with_state(logs)
+        .merge(streaming)
 }
 
 /// Callers with a valid certificate but the wrong identity get 403, as from the
