@@ -4,13 +4,17 @@
 use std::iter;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{Name, Record};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::forward::Forwarder;
 use super::records::ClusterZone;
+
+/// How many CNAMEs a chain may have before we stop following it (loops).
+const MAX_CNAME_HOPS: usize = 8;
 
 /// The largest UDP response we offer to EDNS clients.
 const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -36,9 +40,28 @@ impl ClusterDnsHandler {
         ClusterDnsHandler { zone, forwarder }
     }
 
-    async fn reply(&self, name: Name, query_type: hickory_proto::rr::RecordType) -> Reply {
-        if self.zone.contains(&name) {
-            let answer = self.zone.answer(&name, query_type);
+    /// The answer to `name`/`query_type`, with the chain of an in-zone CNAME
+    /// (an ExternalName service) followed: pods' stub resolvers expect the
+    /// server to resolve it, as CoreDNS does.
+    async fn reply(&self, name: Name, query_type: RecordType) -> Reply {
+        let mut reply = self.reply_once(&name, query_type).await;
+        let mut hops = 0;
+        while let Some(target) = cname_to_follow(&reply.answers, query_type) {
+            hops += 1;
+            if hops > MAX_CNAME_HOPS {
+                break;
+            }
+            let next = self.reply_once(&target, query_type).await;
+            reply.code = next.code;
+            reply.answers.extend(next.answers);
+            reply.authorities = next.authorities;
+        }
+        reply
+    }
+
+    async fn reply_once(&self, name: &Name, query_type: RecordType) -> Reply {
+        if self.zone.contains(name) {
+            let answer = self.zone.answer(name, query_type);
             return Reply {
                 code: answer.code,
                 authoritative: true,
@@ -47,7 +70,7 @@ impl ClusterDnsHandler {
                 additionals: answer.additionals,
             };
         }
-        let forwarded = self.forwarder.resolve(&name, query_type).await;
+        let forwarded = self.forwarder.resolve(name, query_type).await;
         Reply {
             code: forwarded.code,
             authoritative: false,
@@ -56,6 +79,17 @@ impl ClusterDnsHandler {
             additionals: Vec::new(),
         }
     }
+}
+
+/// The target of a CNAME ending `answers` that nothing in them resolves yet.
+fn cname_to_follow(answers: &[Record], query_type: RecordType) -> Option<Name> {
+    if matches!(query_type, RecordType::CNAME | RecordType::ANY) {
+        return None;
+    }
+    let RData::CNAME(CNAME(target)) = &answers.last()?.data else {
+        return None;
+    };
+    Some(target.clone())
 }
 
 #[async_trait::async_trait]
