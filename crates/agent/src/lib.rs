@@ -138,6 +138,10 @@ pub async fn run(
     let tasks = TaskTracker::new();
     tasks.spawn(node.clone().run_heartbeat(shutdown.clone()));
     tasks.spawn(kubelet_api.serve(shutdown.clone()));
+    if let (Some(_), Some(cluster_dns)) = (&config.pod_network, config.cluster_dns) {
+        let dns = dns::DnsConfig::node_local(cluster_dns, config.cluster_domain.clone());
+        tasks.spawn(dns::run_node_local(client.clone(), dns, shutdown.clone()));
+    }
     let Some(sandboxes) = sandboxes(&client, &config, &shutdown).await? else {
         tasks.close();
         tasks.wait().await;
