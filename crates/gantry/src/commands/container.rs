@@ -95,6 +95,21 @@ pub struct CreateArgs {
     /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     tty: bool,
+    /// Optional parent cgroup for the container (default /gantry).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+    /// Give extended privileges: every capability and device, no seccomp or masked paths.
+    #[arg(long)]
+    privileged: bool,
+    /// Add Linux capabilities (e.g. NET_ADMIN, ALL).
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities (e.g. CHOWN, ALL).
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Add additional groups to join (numeric GIDs).
+    #[arg(long)]
+    group_add: Vec<u32>,
     /// The image to run.
     image: String,
     /// The command and its arguments.
@@ -341,6 +356,14 @@ fn create(
         tty: args.tty,
         open_stdin: args.interactive,
         console_size: args.tty.then(terminal_size).flatten(),
+        cgroup_parent: args.cgroup_parent,
+        security: gantry_runtime::Security {
+            privileged: args.privileged,
+            cap_add: args.cap_add,
+            cap_drop: args.cap_drop,
+            supplementary_groups: args.group_add,
+            ..Default::default()
+        },
     })?)
 }
 
