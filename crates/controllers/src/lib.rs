@@ -3,6 +3,7 @@
 //!
 //! Every controller module exposes `pub async fn run(client: kube::Client, shutdown:
 //! CancellationToken)`; [`run_all`] starts them together under one leader election.
+pub mod daemon_set;
 pub mod deployment;
 pub mod endpoint_slices;
 pub mod endpoints;
@@ -11,6 +12,7 @@ mod informer;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod stateful_set;
 mod workload;
 
 use tokio::task::JoinSet;
@@ -39,6 +41,8 @@ pub async fn run_all_with(
     let mut controllers = JoinSet::new();
     controllers.spawn(replicaset::run(client.clone(), shutdown.clone()));
     controllers.spawn(deployment::run(client.clone(), shutdown.clone()));
+    controllers.spawn(stateful_set::run(client.clone(), shutdown.clone()));
+    controllers.spawn(daemon_set::run(client.clone(), shutdown.clone()));
     controllers.spawn(garbage_collector::run(client.clone(), shutdown.clone()));
     controllers.spawn(endpoints::run(client.clone(), shutdown.clone()));
     controllers.spawn(endpoint_slices::run(client.clone(), shutdown.clone()));

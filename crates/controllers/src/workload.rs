@@ -11,6 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use kube::core::{ParseExpressionError, Selector, SelectorExt};
 use kube::runtime::controller::Action;
@@ -18,6 +19,10 @@ use kube::runtime::controller::Action;
 /// The label the Deployment controller adds to a ReplicaSet's selector and template so
 /// that ReplicaSets of one Deployment never select each other's pods.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// The label on StatefulSet and DaemonSet pods naming the template revision they
+/// were made from; rollouts compare it with the current template's hash.
+pub const CONTROLLER_REVISION_HASH_LABEL: &str = "controller-revision-hash";
 
 /// How long a failed reconcile waits before it is retried; conflicts and brief
 /// API-server outages are the usual causes, and both clear quickly.
@@ -153,6 +158,73 @@ pub fn time_until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -
             .and_then(|remaining| Duration::try_from(remaining).ok())
             .unwrap_or(Duration::ZERO),
     )
+}
+
+/// An int-or-percent of `total`: `"25%"` of 5 is 2 rounding up, 1 rounding down.
+pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, Error> {
+    let percent = match value {
+        IntOrString::Int(n) => return Ok((*n).max(0)),
+        IntOrString::String(text) => text
+            .strip_suffix('%')
+            .and_then(|digits| digits.parse::<i64>().ok())
+            .filter(|percent| *percent >= 0)
+            .ok_or_else(|| Error::InvalidIntOrPercent(text.clone()))?,
+    };
+    let scaled = percent * i64::from(total);
+    let value = if round_up {
+        (scaled + 99) / 100
+    } else {
+        scaled / 100
+    };
+    Ok(i32::try_from(value).unwrap_or(i32::MAX))
+}
+
+/// Whether the pod has been Ready for `min_ready_seconds` at `now`.
+pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    time_until_available(pod, min_ready_seconds, now) == Some(Duration::ZERO)
+}
+
+/// How long until the next Ready pod becomes available under `min_ready_seconds`,
+/// so that a status counting available pods can be refreshed then.
+pub fn next_availability_change<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<Duration> {
+    if min_ready_seconds <= 0 {
+        return None;
+    }
+    pods.into_iter()
+        .filter(|pod| is_active(pod))
+        .filter_map(|pod| time_until_available(pod, min_ready_seconds, now))
+        .filter(|wait| !wait.is_zero())
+        .min()
+}
+
+/// The revision-hash label of a pod, if it has one.
+pub fn revision_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(CONTROLLER_REVISION_HASH_LABEL)
+        .map(String::as_str)
+}
+
+/// Drives a kube-runtime controller until its stream ends at shutdown. Failed
+/// reconciles were already logged by the controller's error policy, so they are
+/// only traced here.
+pub async fn drive<T, E: std::fmt::Display>(
+    results: impl futures::Stream<Item = Result<T, E>>,
+    controller: &'static str,
+) {
+    use futures::StreamExt;
+    results
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(%err, controller);
+            }
+        })
+        .await;
 }
 
 /// Whether two pod templates are the same once the `pod-template-hash` label, which

@@ -8,7 +8,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::workload::Error;
+use crate::workload::{self, Error};
 
 /// The annotation holding a ReplicaSet's (and its Deployment's) revision number.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
@@ -75,8 +75,8 @@ pub fn fenceposts(deployment: &Deployment) -> Result<Fenceposts, Error> {
     let unavailable = rolling
         .and_then(|r| r.max_unavailable.as_ref())
         .unwrap_or(&quarter);
-    let max_surge = scaled_value(surge, desired, true)?;
-    let mut max_unavailable = scaled_value(unavailable, desired, false)?;
+    let max_surge = workload::scaled_value(surge, desired, true)?;
+    let mut max_unavailable = workload::scaled_value(unavailable, desired, false)?;
     if max_surge == 0 && max_unavailable == 0 {
         max_unavailable = 1;
     }
@@ -84,25 +84,6 @@ pub fn fenceposts(deployment: &Deployment) -> Result<Fenceposts, Error> {
         max_surge,
         max_unavailable: max_unavailable.min(desired),
     })
-}
-
-/// An int-or-percent of `total`: `"25%"` of 5 is 2 rounding up, 1 rounding down.
-fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, Error> {
-    let percent = match value {
-        IntOrString::Int(n) => return Ok((*n).max(0)),
-        IntOrString::String(text) => text
-            .strip_suffix('%')
-            .and_then(|digits| digits.parse::<i64>().ok())
-            .filter(|percent| *percent >= 0)
-            .ok_or_else(|| Error::InvalidIntOrPercent(text.clone()))?,
-    };
-    let scaled = percent * i64::from(total);
-    let value = if round_up {
-        (scaled + 99) / 100
-    } else {
-        scaled / 100
-    };
-    Ok(i32::try_from(value).unwrap_or(i32::MAX))
 }
 
 /// A ReplicaSet's `spec.replicas`.

@@ -1,0 +1,233 @@
+//! The DaemonSet controller against a real API server with fake nodes (Node objects
+//! written by the test): which nodes get a pod as nodes come, go and are tainted.
+
+#[path = "common/test_kubelet.rs"]
+mod test_kubelet;
+#[path = "common/workloads.rs"]
+mod workloads;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gantry_controllers::daemon_set;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+use test_kubelet::{ReadyPolicy, TestKubelet};
+use workloads::{Cluster, eventually};
+
+async fn start() -> Cluster {
+    Cluster::start(daemon_set::run).await
+}
+
+async fn add_node(cluster: &Cluster, name: &str, labels: Value, taints: Value) {
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints},
+    }))
+    .expect("valid node");
+    Api::<Node>::all(cluster.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+}
+
+async fn create_daemon_set(cluster: &Cluster, name: &str, pod_spec: Value) {
+    let mut spec = json!({"containers": [{"name": "agent", "image": "busybox:test"}]});
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), pod_spec) {
+        spec.extend(extra);
+    }
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+        },
+    }))
+    .expect("valid daemon set");
+    cluster
+        .api::<DaemonSet>()
+        .create(&PostParams::default(), &ds)
+        .await
+        .expect("create daemon set");
+}
+
+/// The node each live pod of `app` is pinned to, sorted, as the scheduler would read
+/// it from the pod's required node affinity.
+async fn pinned_nodes(pods: &Api<Pod>, app: &str) -> Vec<String> {
+    let params = ListParams::default().labels(&format!("app={app}"));
+    let listed = pods.list(&params).await.expect("list pods").items;
+    let mut nodes: Vec<String> = listed
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| {
+            let spec = pod.spec.as_ref()?;
+            let required = spec
+                .affinity
+                .as_ref()?
+                .node_affinity
+                .as_ref()?
+                .required_during_scheduling_ignored_during_execution
+                .as_ref()?;
+            let field = required
+                .node_selector_terms
+                .first()?
+                .match_fields
+                .as_ref()?
+                .first()?;
+            assert_eq!(field.key, "metadata.name");
+            field.values.as_ref()?.first().cloned()
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// Waits until the pods of `app` are pinned to exactly `expected`.
+async fn wait_for_nodes(cluster: &Cluster, app: &str, expected: &[&str]) {
+    let pods = cluster.api::<Pod>();
+    eventually(&format!("{app} pods on {expected:?}"), async || {
+        (pinned_nodes(&pods, app).await == expected).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pod_per_eligible_node_as_nodes_come_and_go() {
+    let cluster = start().await;
+    add_node(&cluster, "n1", json!({}), json!([])).await;
+    add_node(&cluster, "n2", json!({}), json!([])).await;
+    let dedicated = json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
+    add_node(&cluster, "n3", json!({}), dedicated).await;
+
+    create_daemon_set(&cluster, "plain", json!({})).await;
+    let tolerant = json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]});
+    create_daemon_set(&cluster, "tolerant", tolerant).await;
+    wait_for_nodes(&cluster, "plain", &["n1", "n2"]).await;
+    wait_for_nodes(&cluster, "tolerant", &["n1", "n2", "n3"]).await;
+
+    let pods = cluster.api::<Pod>();
+    let params = ListParams::default().labels("app=plain");
+    let pod = pods.list(&params).await.expect("list").items.remove(0);
+    let tolerations = pod.spec.and_then(|s| s.tolerations).unwrap_or_default();
+    let tolerated_keys: Vec<_> = tolerations.iter().filter_map(|t| t.key.clone()).collect();
+    assert!(tolerated_keys.contains(&"node.kubernetes.io/unreachable".to_string()));
+    assert!(tolerated_keys.contains(&"node.kubernetes.io/unschedulable".to_string()));
+
+    add_node(&cluster, "n4", json!({}), json!([])).await;
+    wait_for_nodes(&cluster, "plain", &["n1", "n2", "n4"]).await;
+    Api::<Node>::all(cluster.client.clone())
+        .delete("n1", &DeleteParams::default())
+        .await
+        .expect("delete node");
+    wait_for_nodes(&cluster, "plain", &["n2", "n4"]).await;
+    wait_for_nodes(&cluster, "tolerant", &["n2", "n3", "n4"]).await;
+
+    let sets = cluster.api::<DaemonSet>();
+    eventually("the plain daemon set's status", async || {
+        let status = sets.get("plain").await.ok()?.status?;
+        let counted = status.desired_number_scheduled == 2
+            && status.current_number_scheduled == 2
+            && status.number_misscheduled == 0;
+        counted.then_some(())
+    })
+    .await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_selector_is_honoured_and_relabelled_nodes_follow() {
+    let cluster = start().await;
+    add_node(&cluster, "ssd-1", json!({"disk": "ssd"}), json!([])).await;
+    add_node(&cluster, "hdd-1", json!({"disk": "hdd"}), json!([])).await;
+    create_daemon_set(&cluster, "cache", json!({"nodeSelector": {"disk": "ssd"}})).await;
+    wait_for_nodes(&cluster, "cache", &["ssd-1"]).await;
+
+    let relabel = Patch::Merge(json!({"metadata": {"labels": {"disk": "ssd"}}}));
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    nodes
+        .patch("hdd-1", &PatchParams::default(), &relabel)
+        .await
+        .expect("relabel node");
+    wait_for_nodes(&cluster, "cache", &["hdd-1", "ssd-1"]).await;
+    let unlabel = Patch::Merge(json!({"metadata": {"labels": {"disk": null}}}));
+    nodes
+        .patch("ssd-1", &PatchParams::default(), &unlabel)
+        .await
+        .expect("unlabel node");
+    wait_for_nodes(&cluster, "cache", &["hdd-1"]).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_keeps_at_most_one_node_without_an_available_pod() {
+    let mut cluster = start().await;
+    for node in ["n1", "n2", "n3"] {
+        add_node(&cluster, node, json!({}), json!([])).await;
+    }
+    let _kubelet = TestKubelet::start(
+        cluster.client.clone(),
+        workloads::NAMESPACE,
+        ReadyPolicy::default(),
+    );
+    create_daemon_set(&cluster, "agent", json!({})).await;
+    let sets = cluster.api::<DaemonSet>();
+    let settled = async |sets: &Api<DaemonSet>| {
+        let ds = sets.get("agent").await.ok()?;
+        let status = ds.status?;
+        let done = status.observed_generation == ds.metadata.generation
+            && status.desired_number_scheduled == 3
+            && status.updated_number_scheduled == Some(3)
+            && status.number_available == Some(3);
+        done.then_some(())
+    };
+    eventually("the daemon set to settle", async || settled(&sets).await).await;
+    let log = cluster.pod_log().await;
+
+    let patch = Patch::Strategic(json!({"spec": {"template": {"spec": {
+        "containers": [{"name": "agent", "image": "busybox:v2"}],
+    }}}}));
+    sets.patch("agent", &PatchParams::default(), &patch)
+        .await
+        .expect("change the template");
+    eventually("the rollout to finish", async || settled(&sets).await).await;
+
+    // Replay the watch: every deleted old pod leaves its node unavailable until the
+    // new pod that replaces it is Ready (the stand-in kubelet makes it so at once).
+    let pods = cluster.api::<Pod>();
+    let new_pods: BTreeSet<String> = pods
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|pod| pod.name_any())
+        .collect();
+    let sightings = log.sightings();
+    let deleted: Vec<_> = sightings.iter().filter(|s| s.deleted).collect();
+    assert_eq!(
+        deleted.len(),
+        3,
+        "every old pod replaced once: {sightings:?}"
+    );
+    let mut ready: BTreeMap<String, bool> = BTreeMap::new();
+    let mut replaced_nodes = 0;
+    for sighting in &sightings {
+        if sighting.deleted {
+            replaced_nodes += 1;
+        } else if new_pods.contains(&sighting.name) {
+            ready.insert(sighting.name.clone(), sighting.ready);
+        }
+        let new_ready = ready.values().filter(|r| **r).count();
+        let unavailable = replaced_nodes - new_ready;
+        assert!(
+            unavailable <= 1,
+            "two nodes unavailable at once: {sightings:?}"
+        );
+    }
+    cluster.stop().await;
+}

@@ -1,0 +1,252 @@
+//! The StatefulSet controller against a real API server, with a stand-in kubelet
+//! marking pods Running and Ready; a watch records every pod change so ordering is
+//! asserted on what the server actually saw.
+
+#[path = "common/test_kubelet.rs"]
+mod test_kubelet;
+#[path = "common/workloads.rs"]
+mod workloads;
+
+use std::time::Duration;
+
+use gantry_controllers::stateful_set;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use test_kubelet::{ReadyPolicy, TestKubelet};
+use workloads::{Cluster, eventually};
+
+async fn start() -> Cluster {
+    Cluster::start(stateful_set::run).await
+}
+
+fn kubelet(cluster: &Cluster) -> TestKubelet {
+    let policy = ReadyPolicy {
+        startup: Duration::from_millis(200),
+        only_image: None,
+    };
+    TestKubelet::start(cluster.client.clone(), workloads::NAMESPACE, policy)
+}
+
+fn web(replicas: i32, policy: &str) -> StatefulSet {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": "web",
+            "podManagementPolicy": policy,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "busybox:test"}]},
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }],
+        },
+    }))
+    .expect("valid stateful set")
+}
+
+async fn create(cluster: &Cluster, set: &StatefulSet) -> StatefulSet {
+    cluster
+        .api::<StatefulSet>()
+        .create(&PostParams::default(), set)
+        .await
+        .expect("create stateful set")
+}
+
+/// The names of the live pods, sorted.
+async fn live_pods(pods: &Api<Pod>) -> Vec<String> {
+    let listed = pods.list(&ListParams::default()).await.expect("list pods");
+    let mut names: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .map(|pod| pod.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until the set reports `replicas` Ready pods all at its update revision, for
+/// its current generation; returns that status.
+async fn wait_rolled_out(cluster: &Cluster, replicas: i32) -> StatefulSet {
+    let sets = cluster.api::<StatefulSet>();
+    eventually("the stateful set to roll out", async || {
+        let set = sets.get("web").await.ok()?;
+        let status = set.status.as_ref()?;
+        let done = status.observed_generation == set.metadata.generation
+            && status.replicas == replicas
+            && status.ready_replicas == Some(replicas)
+            && status.updated_replicas == Some(replicas)
+            && status.current_revision == status.update_revision;
+        done.then_some(set)
+    })
+    .await
+}
+
+async fn scale(cluster: &Cluster, replicas: i32) {
+    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    cluster
+        .api::<StatefulSet>()
+        .patch("web", &PatchParams::default(), &patch)
+        .await
+        .expect("scale stateful set");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_ready_creates_pods_in_order_with_stable_identity_and_claims() {
+    let mut cluster = start().await;
+    let log = cluster.pod_log().await;
+    let _kubelet = kubelet(&cluster);
+    create(&cluster, &web(3, "OrderedReady")).await;
+    let set = wait_rolled_out(&cluster, 3).await;
+
+    for (later, earlier) in [("web-1", "web-0"), ("web-2", "web-1")] {
+        let earlier_ready = log.position(|s| s.name == earlier && s.ready);
+        let later_seen = log.position(|s| s.name == later);
+        assert!(
+            earlier_ready.is_some() && earlier_ready < later_seen,
+            "{later} appeared before {earlier} was Ready: {:?}",
+            log.sightings()
+        );
+    }
+
+    let pod = cluster.api::<Pod>().get("web-1").await.expect("web-1");
+    let spec = pod.spec.as_ref().expect("pod spec");
+    assert_eq!(spec.hostname.as_deref(), Some("web-1"));
+    assert_eq!(spec.subdomain.as_deref(), Some("web"));
+    let labels = pod.labels();
+    assert_eq!(labels["statefulset.kubernetes.io/pod-name"], "web-1");
+    assert_eq!(labels["apps.kubernetes.io/pod-index"], "1");
+    let status = set.status.as_ref().expect("status");
+    assert_eq!(
+        labels.get("controller-revision-hash"),
+        status.update_revision.as_ref()
+    );
+    assert!(
+        status
+            .update_revision
+            .as_deref()
+            .is_some_and(|r| r.starts_with("web-"))
+    );
+    let claim = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == "data")
+        .and_then(|volume| volume.persistent_volume_claim.as_ref())
+        .map(|claim| claim.claim_name.as_str());
+    assert_eq!(claim, Some("data-web-1"));
+    let claims = cluster.api::<PersistentVolumeClaim>();
+    for name in ["data-web-0", "data-web-1", "data-web-2"] {
+        let claim = claims.get(name).await.expect("claim created from template");
+        assert_eq!(claim.labels().get("app").map(String::as_str), Some("web"));
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_removes_the_highest_ordinals_first_and_keeps_claims() {
+    let mut cluster = start().await;
+    let _kubelet = kubelet(&cluster);
+    create(&cluster, &web(3, "OrderedReady")).await;
+    wait_rolled_out(&cluster, 3).await;
+    let log = cluster.pod_log().await;
+
+    scale(&cluster, 1).await;
+    wait_rolled_out(&cluster, 1).await;
+    let pods = cluster.api::<Pod>();
+    eventually("web-1 and web-2 to go", async || {
+        (live_pods(&pods).await == ["web-0"]).then_some(())
+    })
+    .await;
+    assert_eq!(log.deletions(), ["web-2", "web-1"]);
+    let claims = cluster.api::<PersistentVolumeClaim>();
+    for name in ["data-web-0", "data-web-1", "data-web-2"] {
+        assert!(
+            claims.get_opt(name).await.expect("get claim").is_some(),
+            "{name} is retained"
+        );
+    }
+
+    scale(&cluster, 2).await;
+    wait_rolled_out(&cluster, 2).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_replaces_the_highest_ordinal_first_one_ready_pod_at_a_time() {
+    let mut cluster = start().await;
+    let _kubelet = kubelet(&cluster);
+    create(&cluster, &web(3, "Parallel")).await;
+    let before = wait_rolled_out(&cluster, 3).await;
+    let old_revision = before.status.and_then(|s| s.update_revision);
+    let log = cluster.pod_log().await;
+
+    let patch = Patch::Strategic(json!({"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": "busybox:v2"}],
+    }}}}));
+    let sets = cluster.api::<StatefulSet>();
+    sets.patch("web", &PatchParams::default(), &patch)
+        .await
+        .expect("change the template");
+    let after = wait_rolled_out(&cluster, 3).await;
+    let status = after.status.expect("status");
+    let new_revision = status.update_revision.expect("update revision");
+    assert_ne!(Some(&new_revision), old_revision.as_ref());
+    assert_eq!(status.current_revision.as_ref(), Some(&new_revision));
+
+    assert_eq!(
+        log.first_seen_at_revision(&new_revision),
+        ["web-2", "web-1", "web-0"]
+    );
+    for (later, earlier) in [("web-1", "web-2"), ("web-0", "web-1")] {
+        let at_new = |name: &str, ready: bool| {
+            let revision = new_revision.clone();
+            let name = name.to_string();
+            move |s: &workloads::Sighting| {
+                s.name == name && s.revision.as_ref() == Some(&revision) && (s.ready || !ready)
+            }
+        };
+        let earlier_ready = log.position(at_new(earlier, true));
+        let later_deleted = log.position(|s| s.name == later && s.deleted);
+        assert!(
+            earlier_ready.is_some() && earlier_ready < later_deleted,
+            "{later} was replaced before the new {earlier} was Ready: {:?}",
+            log.sightings()
+        );
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pod_is_recreated_with_the_same_name() {
+    let cluster = start().await;
+    let _kubelet = kubelet(&cluster);
+    create(&cluster, &web(2, "OrderedReady")).await;
+    wait_rolled_out(&cluster, 2).await;
+    let pods = cluster.api::<Pod>();
+    let old_uid = pods.get("web-0").await.expect("web-0").uid();
+
+    pods.delete("web-0", &DeleteParams::default())
+        .await
+        .expect("delete web-0");
+    eventually("web-0 to come back", async || {
+        let pod = pods.get_opt("web-0").await.ok()??;
+        (pod.uid() != old_uid && pod.metadata.deletion_timestamp.is_none()).then_some(())
+    })
+    .await;
+    wait_rolled_out(&cluster, 2).await;
+    assert_eq!(live_pods(&pods).await, ["web-0", "web-1"]);
+    cluster.stop().await;
+}
