@@ -1,9 +1,10 @@
-//! Gantry's node agent (the kubelet and, later, kube-proxy): registers its Node,
+//! Gantry's node agent (the kubelet and kube-proxy): registers its Node,
 //! renews its Lease, and drives the pods bound to it on the container engine.
 //!
 //! [`run`] owns three kinds of background work, all stopped by one
 //! [`CancellationToken`]: the node heartbeat ([`node`]), the pod watch and one
-//! worker per pod ([`pods`]), and each worker's probes ([`probes`]). Stopping the
+//! worker per pod ([`pods`]), each worker's probes ([`probes`]), and the service
+//! proxy's watches and sync loop ([`proxy`]). Stopping the
 //! agent leaves containers running: their monitors (the engine's shims) keep them,
 //! and the next agent adopts them.
 
@@ -13,6 +14,7 @@ pub mod network;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod proxy;
 pub mod volumes;
 
 use std::path::PathBuf;
@@ -44,6 +46,9 @@ pub struct AgentConfig {
     /// The node's pod network (a bridge with an address per pod); `None` gives
     /// pods a loopback-only namespace and no `podIP`.
     pub pod_network: Option<PodNetworkSettings>,
+    /// The service proxy (kube-proxy's job): Services' virtual addresses
+    /// programmed in nftables; `None` leaves Services to another proxy.
+    pub proxy: Option<ProxySettings>,
     /// The cluster DNS service's address (the kubelet's `--cluster-dns`): the
     /// nameserver of `dnsPolicy: ClusterFirst` pods. `None` gives them the host's
     /// resolvers.
@@ -75,6 +80,34 @@ impl PodNetworkSettings {
     }
 }
 
+/// How the node's service proxy programs the data path.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// The range of every pod address: traffic to a Service from outside it is
+    /// masqueraded, so that replies return through this node.
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The node addresses that serve NodePorts and load balancers; empty means
+    /// the node's InternalIP.
+    pub node_ips: Vec<std::net::Ipv4Addr>,
+    /// The proxy's own nftables table (family inet).
+    pub nft_table: String,
+    /// The shortest time between two syncs: changes arriving meanwhile are
+    /// applied together.
+    pub min_sync_interval: Duration,
+}
+
+impl ProxySettings {
+    /// Table `gantry-proxy`, syncs at most every 100 ms, NodePorts on the InternalIP.
+    pub fn new(cluster_cidr: ipnet::Ipv4Net) -> ProxySettings {
+        ProxySettings {
+            cluster_cidr,
+            node_ips: Vec::new(),
+            nft_table: "gantry-proxy".into(),
+            min_sync_interval: Duration::from_millis(100),
+        }
+    }
+}
+
 impl AgentConfig {
     /// The upstream kubelet's defaults for `node_name` on the engine at `engine_root`.
     pub fn new(
@@ -93,6 +126,7 @@ impl AgentConfig {
             kubelet_port: kubelet_api::DEFAULT_PORT,
             kubelet_client_ca: Vec::new(),
             pod_network: None,
+            proxy: None,
             cluster_dns: None,
             cluster_domain: "cluster.local".into(),
         }
@@ -117,6 +151,9 @@ pub enum AgentError {
     /// The kubelet API could not start.
     #[error(transparent)]
     KubeletApi(#[from] kubelet_api::KubeletApiError),
+    /// The service proxy could not start.
+    #[error("service proxy: {0}")]
+    Proxy(#[from] proxy::ProxyError),
 }
 
 /// Registers the node and runs the agent until `shutdown` is cancelled.
@@ -135,9 +172,21 @@ pub async fn run(
     node.register().await?;
     tracing::info!(node = %config.node_name, "node registered");
 
+    let proxy = match config.proxy.clone() {
+        Some(settings) => {
+            let node_ips = proxy_node_ips(&settings, node.host_ip());
+            let proxy = proxy::ServiceProxy::new(client.clone(), settings, node_ips)?;
+            Some(proxy)
+        }
+        None => None,
+    };
+
     let tasks = TaskTracker::new();
     tasks.spawn(node.clone().run_heartbeat(shutdown.clone()));
     tasks.spawn(kubelet_api.serve(shutdown.clone()));
+    if let Some(proxy) = proxy {
+        tasks.spawn(proxy.run(shutdown.clone()));
+    }
     if let (Some(_), Some(cluster_dns)) = (&config.pod_network, config.cluster_dns) {
         let dns = dns::DnsConfig::node_local(cluster_dns, config.cluster_domain.clone());
         tasks.spawn(dns::run_node_local(client.clone(), dns, shutdown.clone()));
@@ -160,6 +209,15 @@ pub async fn run(
     shutdown.cancelled().await;
     tasks.wait().await;
     Ok(())
+}
+
+/// The configured node addresses for NodePorts, or else the node's own IPv4 address.
+fn proxy_node_ips(settings: &ProxySettings, host_ip: std::net::IpAddr) -> Vec<std::net::Ipv4Addr> {
+    match host_ip {
+        _ if !settings.node_ips.is_empty() => settings.node_ips.clone(),
+        std::net::IpAddr::V4(ip) => vec![ip],
+        std::net::IpAddr::V6(_) => Vec::new(),
+    }
 }
 
 /// Where pods' sandboxes come from: the pod network on the Node's `spec.podCIDR`

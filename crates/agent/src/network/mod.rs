@@ -15,8 +15,8 @@
 
 mod ipam;
 mod links;
-mod netns;
-mod nft;
+pub(crate) mod netns;
+pub(crate) mod nft;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

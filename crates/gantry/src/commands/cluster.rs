@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use gantry_agent::{AgentConfig, PodNetworkSettings};
+use gantry_agent::{AgentConfig, PodNetworkSettings, ProxySettings};
 use gantry_apiserver::{Component, ServerConfig};
 use gantry_client::{LeaderElection, LeaseTiming};
 use gantry_controllers::ControllerManagerConfig;
@@ -135,6 +135,7 @@ impl LocalComponents {
             config.kubelet_port = args.kubelet_port;
             if args.pod_network == PodNetworkBackend::Bridge {
                 config.pod_network = Some(PodNetworkSettings::new(args.cluster_cidr));
+                config.proxy = Some(ProxySettings::new(args.cluster_cidr));
             }
             Some((data_dir.join("agent.kubeconfig"), config))
         };
