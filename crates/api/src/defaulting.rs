@@ -35,6 +35,10 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
         "Node" => default_node(obj),
         "Endpoints" => default_endpoints(obj),
         "EndpointSlice" => default_endpoint_slice(obj),
+        "Job" => default_job(obj),
+        "CronJob" => default_cron_job(obj),
+        "StorageClass" => default_storage_class(obj),
+        "PriorityClass" => default_priority_class(obj),
         // Lease, Event, ServiceAccount, ConfigMap and Binding have no
         // defaulted fields in Kubernetes.
         _ => {}
@@ -357,6 +361,102 @@ fn default_daemon_set(obj: &mut Map<String, Value>) {
     default_template(spec);
 }
 
+/// `SetDefaults_Job` plus the selector the Job strategy generates on create
+/// when `manualSelector` is not true: pods are selected by the Job's uid, and
+/// carry both the current and the legacy name and uid labels.
+fn default_job(obj: &mut Map<String, Value>) {
+    let name = obj
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let uid = obj
+        .get("metadata")
+        .and_then(|m| m.get("uid"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
+    let unset = |spec: &Map<String, Value>, key: &str| spec.get(key).is_none_or(Value::is_null);
+    if unset(spec, "completions") && unset(spec, "parallelism") {
+        spec.insert("completions".into(), json!(1));
+    }
+    set_default(spec, "parallelism", json!(1));
+    let backoff_limit = if unset(spec, "backoffLimitPerIndex") {
+        6
+    } else {
+        i64::from(i32::MAX)
+    };
+    set_default(spec, "backoffLimit", json!(backoff_limit));
+    set_default(spec, "completionMode", json!("NonIndexed"));
+    set_default(spec, "suspend", json!(false));
+    let replacement = if unset(spec, "podFailurePolicy") {
+        "TerminatingOrFailed"
+    } else {
+        "Failed"
+    };
+    set_default(spec, "podReplacementPolicy", json!(replacement));
+    set_default(spec, "manualSelector", json!(false));
+    if spec.get("manualSelector").and_then(Value::as_bool) != Some(true) && !uid.is_empty() {
+        generate_job_selector(spec, &name, &uid);
+    }
+    default_template(spec);
+}
+
+/// The Job strategy's `generateSelector`: labels the user did not set are
+/// added; a conflicting one is left for validation to reject.
+fn generate_job_selector(spec: &mut Map<String, Value>, name: &str, uid: &str) {
+    if let Some(template) = child(spec, "template")
+        && let Some(metadata) = child(template, "metadata")
+        && let Some(labels) = child(metadata, "labels")
+    {
+        for key in ["job-name", "batch.kubernetes.io/job-name"] {
+            set_default(labels, key, json!(name));
+        }
+        for key in ["controller-uid", "batch.kubernetes.io/controller-uid"] {
+            set_default(labels, key, json!(uid));
+        }
+    }
+    if let Some(selector) = child(spec, "selector")
+        && let Some(match_labels) = child(selector, "matchLabels")
+    {
+        set_default(
+            match_labels,
+            "batch.kubernetes.io/controller-uid",
+            json!(uid),
+        );
+    }
+}
+
+/// `SetDefaults_CronJob`; the Job template's pod template gets the pod spec
+/// defaults, but not the Job defaults (those apply when the Job is created).
+fn default_cron_job(obj: &mut Map<String, Value>) {
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
+    set_default(spec, "concurrencyPolicy", json!("Allow"));
+    set_default(spec, "suspend", json!(false));
+    set_default(spec, "successfulJobsHistoryLimit", json!(3));
+    set_default(spec, "failedJobsHistoryLimit", json!(1));
+    if let Some(job_template) = existing(spec, "jobTemplate")
+        && let Some(job_spec) = existing(job_template, "spec")
+    {
+        default_template(job_spec);
+    }
+}
+
+fn default_storage_class(obj: &mut Map<String, Value>) {
+    set_default(obj, "reclaimPolicy", json!("Delete"));
+    set_default(obj, "volumeBindingMode", json!("Immediate"));
+}
+
+fn default_priority_class(obj: &mut Map<String, Value>) {
+    set_default(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
+}
+
 fn default_service(obj: &mut Map<String, Value>) {
     let Some(spec) = child(obj, "spec") else {
         return;
@@ -549,6 +649,103 @@ mod tests {
             },
         });
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn job_gets_upstream_defaults_and_a_generated_selector() {
+        let got = defaulted(
+            "batch/v1",
+            "Job",
+            json!({
+                "metadata": {"name": "pi", "namespace": "default", "uid": "u-1"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [minimal_container()]}}},
+            }),
+        );
+        let spec = &got["spec"];
+        assert_eq!(spec["completions"], 1);
+        assert_eq!(spec["parallelism"], 1);
+        assert_eq!(spec["backoffLimit"], 6);
+        assert_eq!(spec["completionMode"], "NonIndexed");
+        assert_eq!(spec["suspend"], false);
+        assert_eq!(spec["manualSelector"], false);
+        assert_eq!(
+            spec["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        assert_eq!(
+            spec["template"]["metadata"]["labels"],
+            json!({
+                "batch.kubernetes.io/controller-uid": "u-1",
+                "batch.kubernetes.io/job-name": "pi",
+                "controller-uid": "u-1",
+                "job-name": "pi",
+            })
+        );
+        assert_eq!(spec["template"]["spec"]["restartPolicy"], "Never");
+        assert_eq!(spec["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+    }
+
+    #[test]
+    fn job_with_parallelism_only_keeps_completions_unset() {
+        let got = defaulted(
+            "batch/v1",
+            "Job",
+            json!({"metadata": {"name": "w", "uid": "u"}, "spec": {"parallelism": 3, "template": {}}}),
+        );
+        assert!(got["spec"].get("completions").is_none());
+        assert_eq!(got["spec"]["parallelism"], 3);
+    }
+
+    #[test]
+    fn manual_selector_is_left_alone() {
+        let got = defaulted(
+            "batch/v1",
+            "Job",
+            json!({"metadata": {"name": "m", "uid": "u"}, "spec": {
+                "manualSelector": true,
+                "selector": {"matchLabels": {"app": "m"}},
+                "template": {"metadata": {"labels": {"app": "m"}}},
+            }}),
+        );
+        assert_eq!(
+            got["spec"]["selector"],
+            json!({"matchLabels": {"app": "m"}})
+        );
+        assert_eq!(
+            got["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "m"})
+        );
+    }
+
+    #[test]
+    fn cron_job_storage_class_and_priority_class_defaults() {
+        let cron = defaulted(
+            "batch/v1",
+            "CronJob",
+            json!({"spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": [minimal_container()]}}}}}}),
+        );
+        assert_eq!(cron["spec"]["concurrencyPolicy"], "Allow");
+        assert_eq!(cron["spec"]["suspend"], false);
+        assert_eq!(cron["spec"]["successfulJobsHistoryLimit"], 3);
+        assert_eq!(cron["spec"]["failedJobsHistoryLimit"], 1);
+        assert!(
+            cron["spec"]["jobTemplate"]["spec"]
+                .get("backoffLimit")
+                .is_none()
+        );
+        assert_eq!(
+            cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["schedulerName"],
+            "default-scheduler"
+        );
+        let sc = defaulted(
+            "storage.k8s.io/v1",
+            "StorageClass",
+            json!({"provisioner": "x"}),
+        );
+        assert_eq!(sc["reclaimPolicy"], "Delete");
+        assert_eq!(sc["volumeBindingMode"], "Immediate");
+        let pc = defaulted("scheduling.k8s.io/v1", "PriorityClass", json!({"value": 5}));
+        assert_eq!(pc["preemptionPolicy"], "PreemptLowerPriority");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! defaulting and validation, the three patch formats, server-side tables,
 //! and the discovery and OpenAPI documents clients download.
 
+pub mod cron;
 pub mod defaulting;
 pub mod discovery;
 pub mod join_token;

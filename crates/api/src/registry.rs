@@ -166,6 +166,18 @@ const DISCOVERY_V1: GroupVersion = GroupVersion {
     group: "discovery.k8s.io",
     version: "v1",
 };
+const BATCH_V1: GroupVersion = GroupVersion {
+    group: "batch",
+    version: "v1",
+};
+const STORAGE_V1: GroupVersion = GroupVersion {
+    group: "storage.k8s.io",
+    version: "v1",
+};
+const SCHEDULING_V1: GroupVersion = GroupVersion {
+    group: "scheduling.k8s.io",
+    version: "v1",
+};
 
 use Subresource::*;
 
@@ -367,6 +379,50 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "endpointslice",
         short_names: &[],
         namespaced: true,
+        categories: &[],
+        subresources: &[],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: BATCH_V1,
+        kind: "Job",
+        plural: "jobs",
+        singular: "job",
+        short_names: &[],
+        namespaced: true,
+        categories: &["all"],
+        subresources: &[Status],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: BATCH_V1,
+        kind: "CronJob",
+        plural: "cronjobs",
+        singular: "cronjob",
+        short_names: &["cj"],
+        namespaced: true,
+        categories: &["all"],
+        subresources: &[Status],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: STORAGE_V1,
+        kind: "StorageClass",
+        plural: "storageclasses",
+        singular: "storageclass",
+        short_names: &["sc"],
+        namespaced: false,
+        categories: &[],
+        subresources: &[],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: SCHEDULING_V1,
+        kind: "PriorityClass",
+        plural: "priorityclasses",
+        singular: "priorityclass",
+        short_names: &["pc"],
+        namespaced: false,
         categories: &[],
         subresources: &[],
         stored: true,

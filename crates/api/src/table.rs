@@ -158,6 +158,10 @@ fn printer_for(kind: &str) -> Printer {
         "PersistentVolume" => (PV_COLUMNS, pv_cells),
         "PersistentVolumeClaim" => (PVC_COLUMNS, pvc_cells),
         "Lease" => (LEASE_COLUMNS, lease_cells),
+        "Job" => (JOB_COLUMNS, job_cells),
+        "CronJob" => (CRON_JOB_COLUMNS, cron_job_cells),
+        "StorageClass" => (STORAGE_CLASS_COLUMNS, storage_class_cells),
+        "PriorityClass" => (PRIORITY_CLASS_COLUMNS, priority_class_cells),
         _ => (DEFAULT_COLUMNS, default_cells),
     };
     let conditions: Conditions = if kind == "Pod" {
@@ -754,6 +758,256 @@ fn daemon_set_cells(object: &Value, now: SystemTime) -> Vec<Value> {
         containers,
         images,
         json!(format_selector(object.pointer("/spec/selector"))),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Jobs and CronJobs.
+
+const JOB_COLUMNS: &[Column] = &[
+    NAME,
+    col("Status", "string", "Status of the job."),
+    col(
+        "Completions",
+        "string",
+        "The desired number of successfully finished pods the job should be run with. More info: https://kubernetes.io/docs/concepts/workloads/controllers/job/",
+    ),
+    col("Duration", "string", "Time required to complete the job."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+/// Whether `object` has a condition of `kind` with status `True`.
+fn has_true_condition(object: &Value, kind: &str) -> bool {
+    array_at(object, "/status/conditions")
+        .iter()
+        .any(|c| str_at(c, "/type") == kind && str_at(c, "/status") == "True")
+}
+
+/// kubectl 1.32's job STATUS: terminal conditions first, then deletion,
+/// suspension and the conditions that precede a terminal one.
+fn job_status(object: &Value) -> &'static str {
+    if has_true_condition(object, "Complete") {
+        "Complete"
+    } else if has_true_condition(object, "Failed") {
+        "Failed"
+    } else if object.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating"
+    } else if has_true_condition(object, "Suspended") {
+        "Suspended"
+    } else if has_true_condition(object, "FailureTarget") {
+        "FailureTarget"
+    } else if has_true_condition(object, "SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    }
+}
+
+fn job_completions(object: &Value) -> String {
+    let succeeded = int_at(object, "/status/succeeded");
+    let parallelism = object.pointer("/spec/parallelism").and_then(Value::as_i64);
+    match object.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(completions) => format!("{succeeded}/{completions}"),
+        None => match parallelism {
+            Some(p) if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    }
+}
+
+fn job_duration(object: &Value, now: SystemTime) -> String {
+    let time = |pointer| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .and_then(parse_time)
+    };
+    match (time("/status/startTime"), time("/status/completionTime")) {
+        (None, _) => String::new(),
+        (Some(start), None) => since(start, now),
+        (Some(start), Some(end)) => {
+            let seconds = end.duration_since(start).as_secs_f64().max(0.0);
+            human_duration(Duration::from_secs_f64(seconds))
+        }
+    }
+}
+
+fn job_cells(object: &Value, now: SystemTime) -> Vec<Value> {
+    let (containers, images) = containers_and_images(object);
+    vec![
+        name(object),
+        json!(job_status(object)),
+        json!(job_completions(object)),
+        json!(job_duration(object, now)),
+        creation_age(object, now),
+        containers,
+        images,
+        json!(format_selector(object.pointer("/spec/selector"))),
+    ]
+}
+
+const CRON_JOB_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Schedule",
+        "string",
+        "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
+    ),
+    col(
+        "Timezone",
+        "string",
+        "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones. If not specified, this will default to the time zone of the kube-controller-manager process. The set of valid time zone names and the time zone offset is loaded from the system-wide time zone database by the API server during CronJob validation and the controller manager during execution. If no system-wide time zone database can be found a bundled version of the database is used instead. If the time zone name becomes invalid during the lifetime of a CronJob or due to a change in host configuration, the controller will stop creating new new Jobs and will create a system event with the reason UnknownTimeZone. More information can be found in https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/#time-zones",
+    ),
+    col(
+        "Suspend",
+        "boolean",
+        "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false.",
+    ),
+    col(
+        "Active",
+        "integer",
+        "A list of pointers to currently running jobs.",
+    ),
+    col(
+        "Last Schedule",
+        "string",
+        "Information when was the last time the job was successfully scheduled.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+fn cron_job_cells(object: &Value, now: SystemTime) -> Vec<Value> {
+    let template = object.pointer("/spec/jobTemplate").unwrap_or(&Value::Null);
+    let (containers, images) = containers_and_images(template);
+    let suspend = match object.pointer("/spec/suspend").and_then(Value::as_bool) {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "<unset>",
+    };
+    let last_schedule = match object.pointer("/status/lastScheduleTime") {
+        Some(time) if !time.is_null() => age_of(Some(time), now),
+        _ => "<none>".into(),
+    };
+    vec![
+        name(object),
+        json!(str_at(object, "/spec/schedule")),
+        json!(or_none(str_at(object, "/spec/timeZone"))),
+        json!(suspend),
+        json!(array_at(object, "/status/active").len()),
+        json!(last_schedule),
+        creation_age(object, now),
+        containers,
+        images,
+        json!(or_none(&format_selector(
+            template.pointer("/spec/selector")
+        ))),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// StorageClasses and PriorityClasses.
+
+const STORAGE_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Provisioner",
+        "string",
+        "provisioner indicates the type of the provisioner.",
+    ),
+    col(
+        "ReclaimPolicy",
+        "string",
+        "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class. Defaults to Delete.",
+    ),
+    col(
+        "VolumeBindingMode",
+        "string",
+        "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.",
+    ),
+    col(
+        "AllowVolumeExpansion",
+        "string",
+        "allowVolumeExpansion shows whether the storage class allow volume expand.",
+    ),
+    AGE,
+];
+
+/// The annotations that make a StorageClass the cluster default.
+const DEFAULT_CLASS_ANNOTATIONS: &[&str] = &[
+    "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+    "/metadata/annotations/storageclass.beta.kubernetes.io~1is-default-class",
+];
+
+fn storage_class_cells(object: &Value, now: SystemTime) -> Vec<Value> {
+    let is_default = DEFAULT_CLASS_ANNOTATIONS
+        .iter()
+        .any(|pointer| str_at(object, pointer) == "true");
+    let name = str_at(object, "/metadata/name");
+    let name = if is_default {
+        format!("{name} (default)")
+    } else {
+        name.to_string()
+    };
+    let reclaim = match str_at(object, "/reclaimPolicy") {
+        "" => "Delete",
+        policy => policy,
+    };
+    let binding = match str_at(object, "/volumeBindingMode") {
+        "" => "Immediate",
+        mode => mode,
+    };
+    let expansion = object
+        .pointer("/allowVolumeExpansion")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    vec![
+        json!(name),
+        json!(str_at(object, "/provisioner")),
+        json!(reclaim),
+        json!(binding),
+        json!(expansion),
+        creation_age(object, now),
+    ]
+}
+
+const PRIORITY_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Value",
+        "integer",
+        "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec.",
+    ),
+    col(
+        "Global-Default",
+        "boolean",
+        "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class. Only one PriorityClass can be marked as `globalDefault`. However, if more than one PriorityClasses exists with their `globalDefault` field set to true, the smallest value of such global default PriorityClasses will be used as the default priority.",
+    ),
+    AGE,
+    col(
+        "PreemptionPolicy",
+        "string",
+        "preemptionPolicy is the Policy for preempting pods with lower priority. One of Never, PreemptLowerPriority. Defaults to PreemptLowerPriority if unset.",
+    ),
+];
+
+fn priority_class_cells(object: &Value, now: SystemTime) -> Vec<Value> {
+    vec![
+        name(object),
+        json!(int_at(object, "/value")),
+        json!(
+            object
+                .pointer("/globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        ),
+        creation_age(object, now),
+        json!(str_at(object, "/preemptionPolicy")),
     ]
 }
 
@@ -1547,6 +1801,104 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn job_columns_status_completions_and_duration() {
+        let t = table("batch/v1", "Job", &[]);
+        let names: Vec<String> = column_names(&t).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "Name",
+                "Status",
+                "Completions",
+                "Duration",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
+        );
+        let running = json!({
+            "metadata": {"name": "pi", "creationTimestamp": ago(Duration::from_secs(300))},
+            "spec": {"completions": 3, "parallelism": 2},
+            "status": {"succeeded": 1, "startTime": ago(Duration::from_secs(90))},
+        });
+        let row = cells("batch/v1", "Job", running);
+        assert_eq!(
+            row[1..5],
+            [json!("Running"), json!("1/3"), json!("90s"), json!("5m")]
+        );
+        let done = json!({
+            "metadata": {"name": "pi"},
+            "spec": {"completions": 1, "parallelism": 1},
+            "status": {
+                "succeeded": 1,
+                "startTime": ago(Duration::from_secs(100)),
+                "completionTime": ago(Duration::from_secs(40)),
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True"},
+                    {"type": "Complete", "status": "True"},
+                ],
+            },
+        });
+        let row = cells("batch/v1", "Job", done);
+        assert_eq!(row[1..4], [json!("Complete"), json!("1/1"), json!("60s")]);
+        let queue = json!({"metadata": {"name": "q"}, "spec": {"parallelism": 4}, "status": {
+            "conditions": [{"type": "Failed", "status": "True"}],
+        }});
+        let row = cells("batch/v1", "Job", queue);
+        assert_eq!(row[1..4], [json!("Failed"), json!("0/1 of 4"), json!("")]);
+    }
+
+    #[test]
+    fn cron_job_storage_class_and_priority_class_rows() {
+        let cron = json!({
+            "metadata": {"name": "tick", "creationTimestamp": ago(Duration::from_secs(600))},
+            "spec": {"schedule": "*/5 * * * *", "suspend": false, "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}},
+            "status": {"active": [{"name": "tick-1"}], "lastScheduleTime": ago(Duration::from_secs(30))},
+        });
+        assert_eq!(
+            cells("batch/v1", "CronJob", cron),
+            [
+                json!("tick"),
+                json!("*/5 * * * *"),
+                json!("<none>"),
+                json!("False"),
+                json!(1),
+                json!("30s"),
+                json!("10m"),
+                json!("c"),
+                json!("busybox"),
+                json!("<none>"),
+            ]
+        );
+        let sc = json!({
+            "metadata": {"name": "local", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "gantry.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
+        });
+        assert_eq!(
+            cells("storage.k8s.io/v1", "StorageClass", sc)[..5],
+            [
+                json!("local (default)"),
+                json!("gantry.io/local-path"),
+                json!("Delete"),
+                json!("WaitForFirstConsumer"),
+                json!(false)
+            ]
+        );
+        let pc = json!({"metadata": {"name": "system-node-critical"}, "value": 2_000_001_000, "preemptionPolicy": "PreemptLowerPriority"});
+        let row = cells("scheduling.k8s.io/v1", "PriorityClass", pc);
+        assert_eq!(
+            row[..3],
+            [
+                json!("system-node-critical"),
+                json!(2_000_001_000),
+                json!(false)
+            ]
+        );
+        assert_eq!(row[4], "PreemptLowerPriority");
     }
 
     #[test]

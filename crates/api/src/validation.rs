@@ -154,8 +154,8 @@ fn cause(reason: &str, field: impl Into<String>, message: String) -> Cause {
 #[allow(clippy::result_large_err, reason = "see validate")]
 fn check_structure(resource: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
     use k8s_openapi::api::{
-        apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
-        discovery::v1 as discovery,
+        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+        discovery::v1 as discovery, scheduling::v1 as scheduling, storage::v1 as storage,
     };
     let result = match resource.kind {
         "Namespace" => decode::<core::Namespace>(object),
@@ -176,6 +176,10 @@ fn check_structure(resource: &ResourceInfo, object: &Value) -> Result<(), ApiErr
         "DaemonSet" => decode::<apps::DaemonSet>(object),
         "Lease" => decode::<coordination::Lease>(object),
         "EndpointSlice" => decode::<discovery::EndpointSlice>(object),
+        "Job" => decode::<batch::Job>(object),
+        "CronJob" => decode::<batch::CronJob>(object),
+        "StorageClass" => decode::<storage::StorageClass>(object),
+        "PriorityClass" => decode::<scheduling::PriorityClass>(object),
         _ => Ok(()),
     };
     result.map_err(|detail| {
@@ -457,6 +461,15 @@ fn validate_kind(kind: &str, object: &Value, old: Option<&Value>, errors: &mut E
         "PersistentVolume" => validate_pv(spec, errors),
         "EndpointSlice" => validate_endpoint_slice(object, old, errors),
         "Lease" => validate_lease(spec, errors),
+        "Job" => {
+            validate_job_spec(spec, "spec", errors);
+            if let Some(old_spec) = old_spec {
+                validate_job_update(spec, old_spec, errors);
+            }
+        }
+        "CronJob" => validate_cron_job(object, errors),
+        "StorageClass" => validate_storage_class(object, old, errors),
+        "PriorityClass" => validate_priority_class(object, old, errors),
         "Event" => validate_event(object, errors),
         "Binding" => validate_binding(object, errors),
         _ => {}
@@ -1125,6 +1138,257 @@ fn validate_workload_update(kind: &str, spec: &Value, old_spec: &Value, errors: 
 }
 
 // ---------------------------------------------------------------------------
+// batch/v1: Jobs and CronJobs.
+
+const JOB_RESTART_POLICIES: &[&str] = &["OnFailure", "Never"];
+const COMPLETION_MODES: &[&str] = &["NonIndexed", "Indexed"];
+const CONCURRENCY_POLICIES: &[&str] = &["Allow", "Forbid", "Replace"];
+
+/// Reports each of `keys` under `spec` that holds a negative number.
+fn check_nonnegative(spec: &Value, path: &str, keys: &[&str], errors: &mut Errors) {
+    for key in keys {
+        if let Some(v) = spec.get(*key).and_then(Value::as_i64).filter(|v| *v < 0) {
+            errors.invalid_raw(
+                format!("{path}.{key}"),
+                v,
+                "must be greater than or equal to 0",
+            );
+        }
+    }
+}
+
+/// `ValidateJobSpec`, for a Job's spec and a CronJob's `jobTemplate.spec`.
+/// A template has no selector yet: the Job strategy generates it on create.
+fn validate_job_spec(spec: &Value, path: &str, errors: &mut Errors) {
+    check_nonnegative(
+        spec,
+        path,
+        &[
+            "parallelism",
+            "completions",
+            "backoffLimit",
+            "ttlSecondsAfterFinished",
+        ],
+        errors,
+    );
+    if let Some(deadline) = spec
+        .get("activeDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .filter(|d| *d <= 0)
+    {
+        errors.invalid_raw(
+            format!("{path}.activeDeadlineSeconds"),
+            deadline,
+            "must be greater than 0",
+        );
+    }
+    let mode = str_at(spec, "completionMode").unwrap_or("NonIndexed");
+    if !COMPLETION_MODES.contains(&mode) {
+        errors.not_supported(format!("{path}.completionMode"), mode, COMPLETION_MODES);
+    } else if mode == "Indexed" && spec.get("completions").is_none_or(Value::is_null) {
+        errors.required_with(
+            format!("{path}.completions"),
+            "when completion mode is Indexed",
+        );
+    }
+    let template_labels = spec.pointer("/template/metadata/labels");
+    if let Some(selector) = spec.get("selector").filter(|s| !s.is_null()) {
+        let selector_path = format!("{path}.selector");
+        validate_selector(selector, &selector_path, errors);
+        let empty_labels = Map::new();
+        let labels = template_labels
+            .and_then(Value::as_object)
+            .unwrap_or(&empty_labels);
+        if !selector_matches(selector, labels) {
+            errors.invalid_raw(
+                format!("{path}.template.metadata.labels"),
+                go_string_map(template_labels),
+                "`selector` does not match template `labels`",
+            );
+        }
+    } else if path == "spec" {
+        errors.required("spec.selector");
+    }
+    let Some(template) = spec.get("template").filter(|t| !t.is_null()) else {
+        errors.required(format!("{path}.template"));
+        return;
+    };
+    check_labels(
+        errors,
+        &format!("{path}.template.metadata.labels"),
+        template_labels,
+    );
+    check_annotations(
+        errors,
+        &format!("{path}.template.metadata.annotations"),
+        template.pointer("/metadata/annotations"),
+    );
+    let pod_spec_path = format!("{path}.template.spec");
+    let pod_spec = template.get("spec").unwrap_or(&Value::Null);
+    validate_pod_spec(pod_spec, &pod_spec_path, errors);
+    let restart_policy = str_at(pod_spec, "restartPolicy").unwrap_or("");
+    if !JOB_RESTART_POLICIES.contains(&restart_policy) {
+        errors.not_supported(
+            format!("{pod_spec_path}.restartPolicy"),
+            restart_policy,
+            JOB_RESTART_POLICIES,
+        );
+    }
+}
+
+/// `ValidateJobSpecUpdate`: what selects and shapes the pods is fixed once
+/// the Job exists (parallelism, suspend and the deadline may change).
+fn validate_job_update(spec: &Value, old_spec: &Value, errors: &mut Errors) {
+    let selector = spec.get("selector").unwrap_or(&Value::Null);
+    if Some(selector) != old_spec.get("selector").or(Some(&Value::Null)) {
+        errors.immutable("spec.selector", go_label_selector(selector));
+    }
+    if spec.get("template") != old_spec.get("template") {
+        errors.immutable("spec.template", "{...}");
+    }
+    for key in ["completionMode", "completions", "podFailurePolicy"] {
+        if spec.get(key) != old_spec.get(key) {
+            let rendered = spec.get(key).map_or("null".to_string(), Value::to_string);
+            errors.immutable(format!("spec.{key}"), rendered);
+        }
+    }
+}
+
+/// `ValidateCronJob`: the schedule and time zone must resolve, and the Job
+/// template must make a valid Job.
+fn validate_cron_job(object: &Value, errors: &mut Errors) {
+    // The controller appends an 11-character suffix to Job names, which
+    // must stay valid label values (63 characters).
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name.len() > 52 {
+        errors.invalid("metadata.name", name, "must be no more than 52 characters");
+    }
+    let spec = object.get("spec").unwrap_or(&Value::Null);
+    match str_at(spec, "schedule") {
+        None | Some("") => errors.required("spec.schedule"),
+        Some(schedule) => {
+            if let Err(err) = schedule.parse::<crate::cron::CronSchedule>() {
+                errors.invalid("spec.schedule", schedule, err);
+            }
+        }
+    }
+    if let Some(zone) = str_at(spec, "timeZone")
+        && let Err(err) = crate::cron::time_zone(Some(zone))
+    {
+        errors.invalid("spec.timeZone", zone, err);
+    }
+    if let Some(policy) =
+        str_at(spec, "concurrencyPolicy").filter(|p| !CONCURRENCY_POLICIES.contains(p))
+    {
+        errors.not_supported("spec.concurrencyPolicy", policy, CONCURRENCY_POLICIES);
+    }
+    check_nonnegative(
+        spec,
+        "spec",
+        &[
+            "startingDeadlineSeconds",
+            "successfulJobsHistoryLimit",
+            "failedJobsHistoryLimit",
+        ],
+        errors,
+    );
+    match spec.pointer("/jobTemplate/spec").filter(|s| !s.is_null()) {
+        Some(job_spec) => validate_job_spec(job_spec, "spec.jobTemplate.spec", errors),
+        None => errors.required("spec.jobTemplate.spec"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// storage.k8s.io/v1 StorageClass and scheduling.k8s.io/v1 PriorityClass.
+
+const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain"];
+const BINDING_MODES: &[&str] = &["Immediate", "WaitForFirstConsumer"];
+const PREEMPTION_POLICIES: &[&str] = &["Never", "PreemptLowerPriority"];
+
+fn validate_storage_class(object: &Value, old: Option<&Value>, errors: &mut Errors) {
+    match str_at(object, "provisioner") {
+        None | Some("") => errors.required("provisioner"),
+        Some(_) => {}
+    }
+    if let Some(policy) = str_at(object, "reclaimPolicy").filter(|p| !RECLAIM_POLICIES.contains(p))
+    {
+        errors.not_supported("reclaimPolicy", policy, RECLAIM_POLICIES);
+    }
+    if let Some(mode) = str_at(object, "volumeBindingMode").filter(|m| !BINDING_MODES.contains(m)) {
+        errors.not_supported("volumeBindingMode", mode, BINDING_MODES);
+    }
+    let Some(old) = old else {
+        return;
+    };
+    for key in [
+        "parameters",
+        "provisioner",
+        "reclaimPolicy",
+        "volumeBindingMode",
+    ] {
+        if object.get(key) != old.get(key) {
+            errors.forbidden(key, format!("updates to {key} are forbidden."));
+        }
+    }
+}
+
+/// The PriorityClasses every cluster has, which alone may use the reserved
+/// `system-` prefix and values above [`HIGHEST_USER_PRIORITY`].
+pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i64)] = &[
+    ("system-cluster-critical", 2_000_000_000),
+    ("system-node-critical", 2_000_001_000),
+];
+
+/// The highest `value` a user-defined PriorityClass may have.
+pub const HIGHEST_USER_PRIORITY: i64 = 1_000_000_000;
+
+fn validate_priority_class(object: &Value, old: Option<&Value>, errors: &mut Errors) {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let value = object.get("value").and_then(Value::as_i64);
+    let is_system = SYSTEM_PRIORITY_CLASSES
+        .iter()
+        .any(|(n, v)| *n == name && Some(*v) == value);
+    if !is_system {
+        if name.starts_with("system-") {
+            errors.forbidden(
+                "metadata.name",
+                "priority class names with 'system-' prefix are reserved for system use only",
+            );
+        }
+        if let Some(value) = value.filter(|v| *v > HIGHEST_USER_PRIORITY) {
+            errors.forbidden(
+                "value",
+                format!(
+                    "maximum allowed value of a user defined priority is {HIGHEST_USER_PRIORITY}, got {value}"
+                ),
+            );
+        }
+    }
+    if let Some(policy) =
+        str_at(object, "preemptionPolicy").filter(|p| !PREEMPTION_POLICIES.contains(p))
+    {
+        errors.not_supported("preemptionPolicy", policy, PREEMPTION_POLICIES);
+    }
+    if let Some(old) = old {
+        if object.get("value") != old.get("value") {
+            errors.forbidden("value", "may not be changed in an update.");
+        }
+        if object.get("preemptionPolicy") != old.get("preemptionPolicy") {
+            errors.immutable(
+                "preemptionPolicy",
+                quoted(str_at(object, "preemptionPolicy").unwrap_or("")),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Services.
 
 const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
@@ -1577,6 +1841,147 @@ mod tests {
 
     fn service(spec: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
+    }
+
+    fn job(spec: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pi", "namespace": "default", "uid": "u-1"}, "spec": spec})
+    }
+
+    fn job_template(restart_policy: &str) -> Value {
+        json!({"spec": {"restartPolicy": restart_policy, "containers": [{"name": "c", "image": "busybox"}]}})
+    }
+
+    fn cron_job(spec: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick", "namespace": "default"}, "spec": spec})
+    }
+
+    #[test]
+    fn jobs_follow_upstream_rules() {
+        check(
+            "batch/v1",
+            "Job",
+            job(json!({"template": job_template("Never")})),
+            None,
+        )
+        .expect("job is valid");
+        assert_eq!(
+            fields(check(
+                "batch/v1",
+                "Job",
+                job(json!({"template": job_template("Always")})),
+                None
+            )),
+            ["spec.template.spec.restartPolicy"]
+        );
+        assert_eq!(
+            fields(check(
+                "batch/v1",
+                "Job",
+                job(
+                    json!({"completions": -1, "parallelism": -2, "backoffLimit": -3, "template": job_template("OnFailure")})
+                ),
+                None
+            )),
+            ["spec.parallelism", "spec.completions", "spec.backoffLimit"]
+        );
+        let old = job(json!({"template": job_template("Never")}));
+        let mut moved = old.clone();
+        moved["spec"]["selector"] =
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "other"}});
+        moved["spec"]["template"]["metadata"] =
+            json!({"labels": {"batch.kubernetes.io/controller-uid": "other"}});
+        let causes = fields(check("batch/v1", "Job", moved, Some(old.clone())));
+        assert!(causes.contains(&"spec.selector".to_string()), "{causes:?}");
+        let mut scaled = old.clone();
+        scaled["spec"]["parallelism"] = json!(4);
+        scaled["spec"]["completions"] = json!(1);
+        check("batch/v1", "Job", scaled, Some(old)).expect("parallelism may change");
+    }
+
+    #[test]
+    fn cron_jobs_need_a_valid_schedule_and_zone() {
+        let template = json!({"spec": {"template": job_template("OnFailure")}});
+        check(
+            "batch/v1",
+            "CronJob",
+            cron_job(
+                json!({"schedule": "@hourly", "timeZone": "Europe/Paris", "jobTemplate": template}),
+            ),
+            None,
+        )
+        .expect("cron job is valid");
+        assert_eq!(
+            fields(check(
+                "batch/v1",
+                "CronJob",
+                cron_job(
+                    json!({"schedule": "every day", "timeZone": "Nowhere/Land", "concurrencyPolicy": "Sometimes", "jobTemplate": template})
+                ),
+                None
+            )),
+            ["spec.schedule", "spec.timeZone", "spec.concurrencyPolicy"]
+        );
+        assert_eq!(
+            fields(check(
+                "batch/v1",
+                "CronJob",
+                cron_job(
+                    json!({"schedule": "* * * * *", "jobTemplate": {"spec": {"template": job_template("Always")}}})
+                ),
+                None
+            )),
+            ["spec.jobTemplate.spec.template.spec.restartPolicy"]
+        );
+    }
+
+    #[test]
+    fn storage_and_priority_classes() {
+        let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local"}, "provisioner": "gantry.io/local"});
+        check("storage.k8s.io/v1", "StorageClass", sc.clone(), None).expect("valid class");
+        let mut changed = sc.clone();
+        changed["provisioner"] = json!("other");
+        assert_eq!(
+            fields(check(
+                "storage.k8s.io/v1",
+                "StorageClass",
+                changed,
+                Some(sc)
+            )),
+            ["provisioner"]
+        );
+        let pc = |name: &str, value: i64| json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value});
+        check(
+            "scheduling.k8s.io/v1",
+            "PriorityClass",
+            pc("high", 1000),
+            None,
+        )
+        .expect("valid");
+        check(
+            "scheduling.k8s.io/v1",
+            "PriorityClass",
+            pc("system-node-critical", 2_000_001_000),
+            None,
+        )
+        .expect("built-in is valid");
+        assert_eq!(
+            fields(check(
+                "scheduling.k8s.io/v1",
+                "PriorityClass",
+                pc("system-mine", 2_000_000_001),
+                None
+            )),
+            ["metadata.name", "value"]
+        );
+        assert_eq!(
+            fields(check(
+                "scheduling.k8s.io/v1",
+                "PriorityClass",
+                pc("high", 7),
+                Some(pc("high", 1000))
+            )),
+            ["value"]
+        );
     }
 
     #[test]

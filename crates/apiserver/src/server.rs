@@ -138,6 +138,9 @@ pub async fn run(
         .bootstrap(local.port())
         .await
         .map_err(ServerError::Bootstrap)?;
+    ensure_system_priority_classes(&objects)
+        .await
+        .map_err(ServerError::Bootstrap)?;
     let join_token = JoinToken::load_or_create(&config.data_dir, pki.ca_pem())?;
     tracing::info!(path = %join_token.path().display(), "node join token");
     let tls = pki.server_tls_config()?;
@@ -163,6 +166,37 @@ pub async fn run(
         .await
         .map_err(std::io::Error::other)?;
     Ok(served?)
+}
+
+/// Creates the PriorityClasses every Kubernetes cluster has
+/// (`system-cluster-critical`, `system-node-critical`), as kube-apiserver's
+/// scheduling post-start hook does, so manifests naming them are admitted.
+async fn ensure_system_priority_classes(objects: &Objects) -> Result<(), ApiError> {
+    let priority_classes = gantry_api::registry::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .expect("priorityclasses are always registered");
+    for (name, value) in gantry_api::validation::SYSTEM_PRIORITY_CLASSES {
+        let description = if *name == "system-node-critical" {
+            "Used for system critical pods that must not be moved from their current node."
+        } else {
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."
+        };
+        let class = serde_json::json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+            "description": description,
+        });
+        match objects
+            .create(priority_classes, None, class, Default::default())
+            .await
+        {
+            Ok(_) => tracing::info!(name, "created system priority class"),
+            Err(err) if err.reason == Reason::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 fn serving_names(tls_sans: &[String]) -> (Vec<String>, Vec<IpAddr>) {
@@ -295,7 +329,10 @@ async fn node_credentials(
     if !gantry_api::validation::is_dns1123_subdomain(&request.node_name) {
         return status(ApiError::new(
             Reason::BadRequest,
-            format!("invalid node name {:?}: it must be a lowercase RFC 1123 subdomain", request.node_name),
+            format!(
+                "invalid node name {:?}: it must be a lowercase RFC 1123 subdomain",
+                request.node_name
+            ),
         ));
     }
     // The node reaches the server by the address it used for this request.

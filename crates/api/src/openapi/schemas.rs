@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::{apps, autoscaling, coordination, core, discovery, policy};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, policy, scheduling, storage,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -75,6 +77,10 @@ fn kinds() -> Vec<Kind> {
         kind::<apps::v1::DaemonSet>("apps", "v1", "DaemonSet"),
         kind::<coordination::v1::Lease>("coordination.k8s.io", "v1", "Lease"),
         kind::<discovery::v1::EndpointSlice>("discovery.k8s.io", "v1", "EndpointSlice"),
+        kind::<batch::v1::Job>("batch", "v1", "Job"),
+        kind::<batch::v1::CronJob>("batch", "v1", "CronJob"),
+        kind::<storage::v1::StorageClass>("storage.k8s.io", "v1", "StorageClass"),
+        kind::<scheduling::v1::PriorityClass>("scheduling.k8s.io", "v1", "PriorityClass"),
         kind::<autoscaling::v1::Scale>("autoscaling", "v1", "Scale"),
         kind::<policy::v1::Eviction>("policy", "v1", "Eviction"),
         kind::<meta::Status>("", "v1", "Status"),
@@ -240,6 +246,12 @@ static PATCH_DIRECTIVES: &[PatchDirective] = &[
     ),
     directive(
         "io.k8s.api.apps.v1.DaemonSetStatus",
+        "conditions",
+        Some("type"),
+        "merge",
+    ),
+    directive(
+        "io.k8s.api.batch.v1.JobStatus",
         "conditions",
         Some("type"),
         "merge",

@@ -392,6 +392,19 @@ static ZERO_IS_A_VALUE: &[(&str, &str)] = &[
     ("io.k8s.api.discovery.v1.EndpointConditions", "serving"),
     ("io.k8s.api.discovery.v1.EndpointConditions", "terminating"),
     ("io.k8s.api.discovery.v1.EndpointPort", "port"),
+    ("io.k8s.api.batch.v1.JobSpec", "parallelism"),
+    ("io.k8s.api.batch.v1.JobSpec", "completions"),
+    ("io.k8s.api.batch.v1.JobSpec", "activeDeadlineSeconds"),
+    ("io.k8s.api.batch.v1.JobSpec", "manualSelector"),
+    ("io.k8s.api.batch.v1.JobSpec", "backoffLimit"),
+    ("io.k8s.api.batch.v1.JobSpec", "ttlSecondsAfterFinished"),
+    ("io.k8s.api.batch.v1.JobSpec", "suspend"),
+    ("io.k8s.api.batch.v1.CronJobSpec", "startingDeadlineSeconds"),
+    ("io.k8s.api.batch.v1.CronJobSpec", "suspend"),
+    ("io.k8s.api.batch.v1.CronJobSpec", "successfulJobsHistoryLimit"),
+    ("io.k8s.api.batch.v1.CronJobSpec", "failedJobsHistoryLimit"),
+    ("io.k8s.api.storage.v1.StorageClass", "allowVolumeExpansion"),
+    ("io.k8s.api.scheduling.v1.PriorityClass", "globalDefault"),
 ];
 
 fn keeps_zero(message: &MessageSchema, field: &Field) -> bool {
