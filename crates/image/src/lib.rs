@@ -53,8 +53,8 @@ pub use import::ImportOptions;
 pub use layer::unpack_layer;
 pub use reference::{ImageReference, familiar};
 pub use registry::{
-    Credentials, LayerProgress, PullOptions, PushOptions, credentials_from_docker_config,
-    save_docker_config_credentials, verify_login,
+    Credentials, LayerProgress, PullOptions, PushOptions, credentials_from_config_text,
+    credentials_from_docker_config, save_docker_config_credentials, verify_login,
 };
 pub use snapshot::chain_ids;
 pub use store::{

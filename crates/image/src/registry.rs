@@ -464,7 +464,11 @@ fn docker_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker").join("config.json"))
 }
 
-fn credentials_from_config_text(text: &str, registry: &str) -> Option<Credentials> {
+/// The credentials a Docker config document (`~/.docker/config.json`, or a
+/// Kubernetes `kubernetes.io/dockerconfigjson` Secret's `.dockerconfigjson`)
+/// holds for `registry` (`docker.io`, `localhost:5000`), whether as a base64
+/// `auth` or as `username`/`password`.
+pub fn credentials_from_config_text(text: &str, registry: &str) -> Option<Credentials> {
     let config: serde_json::Value = serde_json::from_str(text).ok()?;
     let wanted = auth_key_host(registry);
     let (_, entry) = config

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use gantry_image::{Image, ImageError, ImageStore, PullOptions};
+use gantry_image::{Credentials, Image, ImageError, ImageStore, PullOptions};
 use gantry_runtime::{Container, Runtime, Status};
 
 use super::naming::ContainerName;
@@ -98,22 +98,32 @@ impl Engine {
         Ok(self.pod_containers().await?.remove(uid).unwrap_or_default())
     }
 
-    /// Finds an image according to the pull policy.
+    /// Finds an image according to the pull policy, pulling with `credentials`
+    /// (a pod's image pull secret) when given.
     ///
     /// The image store's pull future is not `Send` (its layer stream borrows
     /// across awaits), so it runs to completion on a blocking-pool thread.
-    pub async fn image(&self, reference: &str, policy: &str) -> Result<Image, ImageError> {
+    pub async fn image(
+        &self,
+        reference: &str,
+        policy: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<Image, ImageError> {
         let images = self.images.clone();
         let reference = reference.to_owned();
         let policy = policy.to_owned();
+        let options = PullOptions {
+            credentials,
+            ..Default::default()
+        };
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || match policy.as_str() {
             "Never" => images.resolve(&reference),
             "Always" => {
-                let id = handle.block_on(images.pull(&reference, &PullOptions::default()))?;
+                let id = handle.block_on(images.pull(&reference, &options))?;
                 images.resolve(id.as_str())
             }
-            _ => handle.block_on(images.resolve_or_pull(&reference, &PullOptions::default())),
+            _ => handle.block_on(images.resolve_or_pull(&reference, &options)),
         })
         .await
         .map_err(|e| ImageError::Registry(format!("image task failed: {e}")))?

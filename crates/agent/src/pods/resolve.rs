@@ -548,6 +548,36 @@ pub fn security(pod: &Pod, container: &Container, oom_score_adj: i32) -> gantry_
     }
 }
 
+/// The names of the Secrets listed in the pod's `imagePullSecrets`.
+pub fn image_pull_secret_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten())
+        .map(|reference| reference.name.clone())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Credentials for `image`'s registry from the pod's image pull secrets, the
+/// first that has an entry for it winning, as in the kubelet's keyring:
+/// `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`) and the legacy
+/// `kubernetes.io/dockercfg` (`.dockercfg`, the `auths` map alone).
+pub fn pull_credentials(secrets: &[Secret], image: &str) -> Option<gantry_image::Credentials> {
+    let reference = gantry_image::ImageReference::parse(image).ok()?;
+    let registry = reference.registry();
+    secrets.iter().find_map(|secret| {
+        let data = secret.data.as_ref();
+        let document = match data.and_then(|d| d.get(".dockerconfigjson")) {
+            Some(json) => String::from_utf8_lossy(&json.0).into_owned(),
+            None => {
+                let legacy = data.and_then(|d| d.get(".dockercfg"))?;
+                format!("{{\"auths\": {}}}", String::from_utf8_lossy(&legacy.0))
+            }
+        };
+        gantry_image::credentials_from_config_text(&document, registry)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,6 +719,42 @@ mod tests {
             resources(&container(json!({"name": "a"}))).unwrap(),
             Default::default()
         );
+    }
+
+    #[test]
+    fn pull_secrets_give_credentials_for_the_image_registry() {
+        let secret = |key: &str, text: &str| Secret {
+            data: Some(BTreeMap::from([(
+                key.to_owned(),
+                ByteString(text.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        // "dXNlcjpzZWNyZXQ=" is base64 for "user:secret".
+        let json = secret(
+            ".dockerconfigjson",
+            r#"{"auths": {"localhost:5000": {"auth": "dXNlcjpzZWNyZXQ="}}}"#,
+        );
+        let legacy = secret(
+            ".dockercfg",
+            r#"{"https://index.docker.io/v1/": {"username": "hub", "password": "pw"}}"#,
+        );
+        let secrets = vec![json, legacy];
+        let local = pull_credentials(&secrets, "localhost:5000/app:1").unwrap();
+        assert_eq!(
+            (local.username.as_str(), local.password.as_str()),
+            ("user", "secret")
+        );
+        let hub = pull_credentials(&secrets, "busybox:latest").unwrap();
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "pw")
+        );
+        assert!(pull_credentials(&secrets, "quay.io/x/y").is_none());
+        let p: Pod = serde_json::from_value(json!({"spec": {"containers": [],
+            "imagePullSecrets": [{"name": "regcred"}, {"name": ""}]}}))
+        .unwrap();
+        assert_eq!(image_pull_secret_names(&p), vec!["regcred"]);
     }
 
     #[test]
