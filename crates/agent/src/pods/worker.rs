@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use gantry_runtime::{CreateOptions, NetworkMode};
+use gantry_runtime::{BindMount, CreateOptions, NetworkMode};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, LifecycleHandler, Pod, Secret};
 use kube::Api;
@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::backoff::{Backoff, go_duration};
 use super::cgroups::{self, CgroupFs};
 use super::engine::{Engine, PodContainer};
+use super::etc_files::{self, ClusterDns, EtcFiles};
 use super::events::{PodEvent, PodEvents};
 use super::naming::ContainerName;
 use super::qos::{self, QosClass};
@@ -26,6 +27,7 @@ use super::resolve::{self, EnvSources, PodRuntimeFacts};
 use super::sandbox::{PodSandbox, Sandboxes};
 use super::status::{ContainerView, Observed, PodView, Waiting, pod_status};
 use crate::probes::{self, Outcome, ProbeTarget, Probers};
+use crate::volumes::{PodVolumes, VolumeError, VolumeManager, VolumeWatcher};
 
 /// How often a worker looks at its containers when nothing else wakes it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,6 +57,33 @@ pub struct WorkerContext {
     pub events: PodEvents,
     /// Where pod cgroups are created.
     pub cgroups: CgroupFs,
+    /// Prepares and removes the pods' volumes.
+    pub volumes: VolumeManager,
+    /// Re-projects changed ConfigMaps and Secrets into the tracked pods' volumes.
+    pub volume_watcher: VolumeWatcher,
+    /// The cluster DNS the pods' resolv.conf points at.
+    pub dns: ClusterDns,
+}
+
+/// A pod's prepared volumes and the per-pod /etc files every container mounts.
+#[derive(Clone)]
+struct MountedVolumes {
+    volumes: PodVolumes,
+    etc_files: Vec<BindMount>,
+    /// The labels and annotations the downwardAPI volumes were written from.
+    downward_source: DownwardSource,
+}
+
+type DownwardSource = (
+    Option<std::collections::BTreeMap<String, String>>,
+    Option<std::collections::BTreeMap<String, String>>,
+);
+
+fn downward_source(pod: &Pod) -> DownwardSource {
+    (
+        pod.metadata.labels.clone(),
+        pod.metadata.annotations.clone(),
+    )
 }
 
 /// What the agent remembers about one container between syncs.
@@ -86,6 +115,10 @@ struct PodWorker {
     wake: Arc<Notify>,
     /// The pod's cgroup (`/kubepods/...`), once created.
     pod_cgroup: Option<String>,
+    /// Set once the pod's volumes are ready; containers start only then.
+    mounted: Option<MountedVolumes>,
+    /// Why the volumes are not ready: every waiting container shows it.
+    volume_waiting: Option<Waiting>,
 }
 
 /// Drives one pod until it is deleted (returns after the API object is gone) or
@@ -107,6 +140,8 @@ pub async fn run(
         probe_cancel: shutdown.child_token(),
         wake: Arc::new(Notify::new()),
         pod_cgroup: None,
+        mounted: None,
+        volume_waiting: None,
     };
     loop {
         let update = updates.borrow_and_update().clone();
@@ -158,6 +193,15 @@ impl PodWorker {
         };
         let sandbox = self.ensure_sandbox().await?;
         self.ensure_pod_cgroup(pod).await?;
+        if let Err(error) = self.ensure_volumes(pod, &sandbox).await {
+            self.volume_waiting = Some(volume_waiting(&error));
+            let containers = self.observe().await?;
+            let initialized = spec.init_containers.as_ref().is_none_or(Vec::is_empty);
+            self.write_status(pod, &containers, &sandbox, initialized)
+                .await?;
+            return Err(format!("preparing volumes: {error}"));
+        }
+        self.volume_waiting = None;
         let containers = self.observe().await?;
         self.restart_failed_probes(pod, &containers).await;
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
@@ -220,6 +264,73 @@ impl PodWorker {
             .map_err(|e| format!("creating the pod sandbox: {e}"))?;
         self.sandbox = Some(sandbox.clone());
         Ok(sandbox)
+    }
+
+    /// Prepares the pod's volumes and /etc files before its first container
+    /// starts (retried each sync until it succeeds), then hands the pod to the
+    /// volume watcher; later syncs only re-project downwardAPI volumes when the
+    /// pod's labels or annotations change.
+    async fn ensure_volumes(&mut self, pod: &Pod, sandbox: &PodSandbox) -> Result<(), VolumeError> {
+        if let Some(mounted) = &mut self.mounted {
+            let source = downward_source(pod);
+            if mounted.downward_source != source {
+                self.context.volumes.refresh(pod, &mounted.volumes).await?;
+                self.context
+                    .volume_watcher
+                    .track(pod.clone(), mounted.volumes.clone());
+                mounted.downward_source = source;
+            }
+            return Ok(());
+        }
+        let volumes = self.context.volumes.prepare(pod).await?;
+        let pod_dir = self.context.volumes.pod_dir(&self.uid)?;
+        let files = {
+            let (pod, pod_ip, dns) = (pod.clone(), sandbox.ip, self.context.dns.clone());
+            tokio::task::spawn_blocking(move || {
+                EtcFiles::for_pod(&pod, pod_ip, &dns).install(&pod_dir)
+            })
+            .await?
+            .map_err(|source| VolumeError::Io {
+                context: "writing the pod's /etc files".into(),
+                source,
+            })?
+        };
+        self.context
+            .volume_watcher
+            .track(pod.clone(), volumes.clone());
+        self.mounted = Some(MountedVolumes {
+            volumes,
+            etc_files: files,
+            downward_source: downward_source(pod),
+        });
+        Ok(())
+    }
+
+    /// The container's bind mounts: its volumeMounts, and the pod's /etc files
+    /// unless a volumeMount already covers that path.
+    async fn container_mounts(&self, container: &Container) -> Result<Vec<BindMount>, String> {
+        let mounted = self
+            .mounted
+            .clone()
+            .ok_or("the pod's volumes are not prepared")?;
+        let (manager, spec) = (self.context.volumes.clone(), container.clone());
+        let volume_mounts =
+            tokio::task::spawn_blocking(move || manager.mounts_for(&mounted.volumes, &spec))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        let covered = |file: &BindMount| {
+            volume_mounts
+                .iter()
+                .any(|mount| mount.destination == file.destination)
+        };
+        let etc_files: Vec<BindMount> = mounted
+            .etc_files
+            .iter()
+            .filter(|file| !covered(file))
+            .cloned()
+            .collect();
+        Ok(etc_files.into_iter().chain(volume_mounts).collect())
     }
 
     /// Creates the pod's cgroup under its QoS class with the pod-wide limits,
@@ -483,6 +594,7 @@ impl PodWorker {
             resolve::resolve_env(pod, container, &sources, &facts).map_err(|e| e.to_string())?;
         let (entrypoint, cmd) = resolve::command_and_args(container, &env);
         let resources = resolve::resources(container).map_err(|e| e.to_string())?;
+        let mounts = self.container_mounts(container).await?;
         let image_config = image.config.config().clone();
         let image_user = image_config.as_ref().and_then(|c| c.user().clone());
         resolve::verify_run_as_non_root(pod, container, image_user.as_deref())
@@ -508,7 +620,8 @@ impl PodWorker {
             env,
             working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
             user: resolve::user(pod, container, image_user.as_deref()),
-            hostname: Some(hostname(pod)),
+            hostname: Some(etc_files::pod_hostname(pod)),
+            mounts,
             resources,
             network: NetworkMode::Join(sandbox.netns.clone()),
             cgroup_parent: self.pod_cgroup.clone(),
@@ -727,10 +840,11 @@ impl PodWorker {
                     .get(&container.name)
                     .filter(|p| current.as_ref().is_some_and(|c| c.id == p.container_id))
                     .and_then(|p| p.probers.results.lock().ok().map(|r| r.clone()));
-                let mut waiting = self
-                    .tracks
-                    .get(&container.name)
-                    .and_then(|t| t.waiting.clone());
+                let mut waiting = self.volume_waiting.clone().or_else(|| {
+                    self.tracks
+                        .get(&container.name)
+                        .and_then(|t| t.waiting.clone())
+                });
                 if app && !initialized && current.is_none() {
                     waiting = Some(Waiting::new("PodInitializing", None));
                 }
@@ -833,6 +947,12 @@ impl PodWorker {
             tracing::warn!(uid = %self.uid, %error, "releasing the pod sandbox");
         }
         self.sandbox = None;
+        // Only once no container uses them: unmounts tmpfs volumes, deletes files.
+        self.context.volume_watcher.untrack(&self.uid);
+        if let Err(error) = self.context.volumes.cleanup(&self.uid).await {
+            tracing::warn!(uid = %self.uid, %error, "removing the pod's volumes");
+        }
+        self.mounted = None;
     }
 
     /// Deletes the pod object for good once its containers are gone; true on success.
@@ -892,15 +1012,20 @@ pub fn default_pull_policy(reference: &str) -> &'static str {
     }
 }
 
-/// `spec.hostname`, else the pod name, cut to a DNS label.
-fn hostname(pod: &Pod) -> String {
-    let name = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.hostname.clone())
-        .or_else(|| pod.metadata.name.clone())
-        .unwrap_or_default();
-    name.chars().take(63).collect()
+/// How a container waits on volumes that are not ready: the pod's own
+/// configuration at fault (a missing ConfigMap, a bad key) is
+/// `CreateContainerConfigError`, as the kubelet reports it; anything else (an
+/// unbound claim, a node-side failure) keeps the pod `ContainerCreating` while
+/// the worker retries.
+fn volume_waiting(error: &VolumeError) -> Waiting {
+    if error.is_config_error() {
+        Waiting::new("CreateContainerConfigError", error.to_string())
+    } else {
+        Waiting::new(
+            "ContainerCreating",
+            format!("Unable to attach or mount volumes: {error}"),
+        )
+    }
 }
 
 /// `liveness` as `Liveness`, for probe Event messages.
