@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub status_update_interval: Duration,
     /// The kubelet API's port (10250; 0 picks a free one, advertised in the Node status).
     pub kubelet_port: u16,
+    /// The address other nodes and the API server reach this node on (its InternalIP);
+    /// `None` picks the address of the default route, as the kubelet does.
+    pub node_ip: Option<std::net::IpAddr>,
     /// The CA certificates (DER) that sign the kubelet API's callers: the cluster CA,
     /// from the agent's kubeconfig ([`kubelet_api::cluster_ca`]).
     pub kubelet_client_ca: Vec<Vec<u8>>,
@@ -124,6 +127,7 @@ impl AgentConfig {
             lease_renew_interval: Duration::from_secs(10),
             status_update_interval: Duration::from_secs(20),
             kubelet_port: kubelet_api::DEFAULT_PORT,
+            node_ip: None,
             kubelet_client_ca: Vec::new(),
             pod_network: None,
             proxy: None,
@@ -191,7 +195,7 @@ pub async fn run(
         let dns = dns::DnsConfig::node_local(cluster_dns, config.cluster_domain.clone());
         tasks.spawn(dns::run_node_local(client.clone(), dns, shutdown.clone()));
     }
-    let Some(sandboxes) = sandboxes(&client, &config, &shutdown).await? else {
+    let Some(sandboxes) = sandboxes(&client, &config, &tasks, &shutdown).await? else {
         tasks.close();
         tasks.wait().await;
         return Ok(());
@@ -222,10 +226,12 @@ fn proxy_node_ips(settings: &ProxySettings, host_ip: std::net::IpAddr) -> Vec<st
 
 /// Where pods' sandboxes come from: the pod network on the Node's `spec.podCIDR`
 /// (waited for: the node IPAM controller assigns it), or loopback-only
-/// namespaces. `None` when shut down while waiting.
+/// namespaces. `None` when shut down while waiting. With the pod network, the
+/// routes to the other nodes' pods are kept on `tasks`.
 async fn sandboxes(
     client: &kube::Client,
     config: &AgentConfig,
+    tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<Option<pods::Sandboxes>, AgentError> {
     let Some(settings) = &config.pod_network else {
@@ -243,8 +249,15 @@ async fn sandboxes(
         nft_table: settings.nft_table.clone(),
     })
     .await?;
+    let network = std::sync::Arc::new(network);
+    tasks.spawn(network::sync_peer_routes(
+        client.clone(),
+        network.clone(),
+        config.node_name.clone(),
+        shutdown.clone(),
+    ));
     Ok(Some(pods::Sandboxes::with_network(
         state_dir.join("netns"),
-        std::sync::Arc::new(network),
+        network,
     )))
 }

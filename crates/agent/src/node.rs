@@ -45,13 +45,14 @@ pub struct NodeAgent {
 }
 
 impl NodeAgent {
-    /// Prepares to register `config.node_name`; discovers the host's address once.
+    /// Prepares to register `config.node_name` with `config.node_ip`, or else the
+    /// host's address, discovered once.
     pub fn new(client: kube::Client, config: &AgentConfig) -> NodeAgent {
         NodeAgent {
             client,
             name: config.node_name.clone(),
             engine_root: config.engine_root.clone(),
-            host_ip: primary_ipv4(),
+            host_ip: config.node_ip.unwrap_or_else(primary_ipv4),
             lease_renew_interval: config.lease_renew_interval,
             status_update_interval: config.status_update_interval,
             kubelet_port: config.kubelet_port,

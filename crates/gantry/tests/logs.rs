@@ -4,39 +4,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{KUBECTL, Server, wait_for};
+use common::agent_node::AgentNode;
+use common::hosts::shim_command;
+use common::{KUBECTL, wait_for};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// A server with its node agent (kubelet API on a free port) and `busybox:test`; on
-/// drop its pods are deleted and awaited before the server stops, and nothing of the
-/// engine is left behind.
-struct Node {
-    server: Server,
-    name: String,
-}
-
-impl Node {
-    fn start() -> Node {
-        let server = Server::start_with(&["--kubelet-port", "0", "--pod-network", "none"]);
-        let store = gantry_image::ImageStore::open(server.dir.path()).expect("image store");
-        gantry_image::test_support::import_busybox(&store).expect("busybox imports");
-        let mut name = String::new();
-        assert!(
-            wait_for(Duration::from_secs(30), || {
-                name = server.ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]);
-                !name.is_empty()
-            }),
-            "the node registers"
-        );
-        Node { server, name }
-    }
-
+impl AgentNode {
     /// Creates a pod on this node with one busybox container running `script`.
     fn run_pod(&self, name: &str, script: &str, extra: &str) {
         let manifest = format!(
@@ -96,47 +74,9 @@ spec:
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self
-            .server
-            .kubectl(&["delete", "pods", "--all", "--wait=false"]);
-        wait_for(MINUTE, || {
-            self.server
-                .kubectl(&["get", "pods", "-o", "name"])
-                .stdout
-                .is_empty()
-        });
-        let _ = self.server.child.kill();
-        let _ = self.server.child.wait();
-        remove_engine_state(self.server.dir.path());
-    }
-}
-
-fn shim_command(root: &Path) -> gantry_runtime::ShimCommand {
-    gantry_runtime::ShimCommand {
-        program: env!("CARGO_BIN_EXE_gantry").into(),
-        args: vec!["--root".into(), root.into(), "container-shim".into()],
-    }
-}
-
-/// Removes every container and pinned network namespace under `root`.
-fn remove_engine_state(root: &Path) {
-    if let Ok(runtime) = gantry_runtime::Runtime::open(root, shim_command(root)) {
-        for container in runtime.list().unwrap_or_default() {
-            let _ = runtime.remove(&container.config.id, true);
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(root.join("netns")) {
-        for entry in entries.flatten() {
-            let _ = gantry_runtime::remove_network_namespace(&entry.path());
-        }
-    }
-}
-
 #[test]
 fn logs_print_a_containers_output_and_honour_tail() {
-    let node = Node::start();
+    let node = AgentNode::start();
     let port = node.server.ok(&[
         "get",
         "node",
@@ -187,7 +127,7 @@ fn logs_print_a_containers_output_and_honour_tail() {
 
 #[test]
 fn logs_follow_streams_lines_written_later() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.run_pod(
         "counter",
         "i=0; while true; do echo $i; i=$((i+1)); usleep 200000; done",
@@ -233,7 +173,7 @@ fn logs_follow_streams_lines_written_later() {
 
 #[test]
 fn logs_previous_shows_the_attempt_before_a_restart() {
-    let node = Node::start();
+    let node = AgentNode::start();
     // Every attempt prints something of its own, then crashes.
     node.run_pod(
         "flaky",

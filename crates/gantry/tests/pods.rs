@@ -6,35 +6,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Server, wait_for};
+use common::agent_node::AgentNode;
+use common::wait_for;
 
-/// A server with its node agent, `busybox:test` in its engine, and nothing of
-/// its containers or network namespaces left behind when dropped.
-struct Node {
-    server: Server,
-    name: String,
-}
-
-impl Node {
-    fn start() -> Node {
-        // A free kubelet API port: tests run side by side.
-        let server = Server::start_with(&["--kubelet-port", "0", "--pod-network", "none"]);
-        let store = gantry_image::ImageStore::open(server.dir.path()).expect("image store");
-        gantry_image::test_support::import_busybox(&store).expect("busybox imports");
-        let mut name = String::new();
-        assert!(
-            wait_for(Duration::from_secs(30), || {
-                name = server.ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]);
-                !name.is_empty()
-            }),
-            "the node registers"
-        );
-        Node { server, name }
-    }
-
+impl AgentNode {
     /// Creates a pod bound to this node from the YAML of its spec's body.
     fn run_pod(&self, name: &str, spec: &str) {
         let indented: String = spec.lines().map(|l| format!("  {l}\n")).collect();
@@ -43,13 +20,6 @@ impl Node {
             self.name
         );
         self.server.apply(&manifest);
-    }
-
-    fn jsonpath(&self, pod: &str, path: &str) -> String {
-        let out = self
-            .server
-            .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn wait_jsonpath(
@@ -73,37 +43,11 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.server.child.kill();
-        let _ = self.server.child.wait();
-        remove_engine_state(self.server.dir.path());
-    }
-}
-
-/// Removes every container and pinned network namespace under `root`.
-fn remove_engine_state(root: &Path) {
-    let shim = gantry_runtime::ShimCommand {
-        program: env!("CARGO_BIN_EXE_gantry").into(),
-        args: vec!["--root".into(), root.into(), "container-shim".into()],
-    };
-    if let Ok(runtime) = gantry_runtime::Runtime::open(root, shim) {
-        for container in runtime.list().unwrap_or_default() {
-            let _ = runtime.remove(&container.config.id, true);
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(root.join("netns")) {
-        for entry in entries.flatten() {
-            let _ = gantry_runtime::remove_network_namespace(&entry.path());
-        }
-    }
-}
-
 const MINUTE: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_web_server_pod_becomes_running_and_ready() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.run_pod(
         "web",
         r#"containers:
@@ -134,7 +78,7 @@ fn a_web_server_pod_becomes_running_and_ready() {
 
 #[test]
 fn a_crashing_container_backs_off_and_restarts() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.run_pod(
         "crash",
         r#"containers:
@@ -172,7 +116,7 @@ fn a_crashing_container_backs_off_and_restarts() {
 
 #[test]
 fn a_failed_pod_that_never_restarts_reports_its_exit_code() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.run_pod(
         "fail",
         r#"restartPolicy: Never
@@ -201,7 +145,7 @@ containers:
 
 #[test]
 fn init_containers_run_to_completion_before_the_app() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.run_pod(
         "init",
         r#"initContainers:
@@ -249,7 +193,7 @@ containers:
 
 #[test]
 fn environment_from_a_config_map_reaches_the_process() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.server
         .ok(&["create", "configmap", "colors", "--from-literal=color=blue"]);
     node.run_pod(
@@ -278,7 +222,7 @@ containers:
 
 #[test]
 fn deleting_a_pod_runs_its_pre_stop_hook_and_removes_it() {
-    let node = Node::start();
+    let node = AgentNode::start();
     // The hook calls back to the test from the host, proving it ran.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -333,7 +277,7 @@ fn deleting_a_pod_runs_its_pre_stop_hook_and_removes_it() {
 
 #[test]
 fn a_failing_liveness_probe_restarts_the_container() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.run_pod(
         "live",
         r#"containers:
@@ -363,7 +307,7 @@ fn a_failing_liveness_probe_restarts_the_container() {
 
 #[test]
 fn exceeding_the_memory_limit_is_an_oom_kill() {
-    let node = Node::start();
+    let node = AgentNode::start();
     node.run_pod(
         "oom",
         r#"restartPolicy: Never
@@ -383,5 +327,211 @@ containers:
             "{.status.containerStatuses[0].state.terminated.reason}"
         ),
         "OOMKilled"
+    );
+}
+
+/// The pod's cgroup directory in `controller`'s hierarchy (v1) or the unified one (v2).
+fn pod_cgroup_dir(controller: &str, relative: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        root.join(relative)
+    } else {
+        root.join(controller).join(relative)
+    }
+}
+
+#[test]
+fn a_guaranteed_pod_gets_its_class_and_a_pod_cgroup_with_its_limits() {
+    let node = AgentNode::start();
+    node.run_pod(
+        "guaranteed",
+        r#"containers:
+- name: app
+  image: busybox:test
+  imagePullPolicy: Never
+  command: ["sh", "-c", "cat /proc/self/cgroup; sleep 3600"]
+  resources:
+    limits: {cpu: 250m, memory: 64Mi}
+"#,
+    );
+    node.wait_jsonpath("guaranteed", "{.status.phase}", MINUTE, |p| p == "Running");
+    assert_eq!(
+        node.jsonpath("guaranteed", "{.status.qosClass}"),
+        "Guaranteed"
+    );
+    let uid = node.jsonpath("guaranteed", "{.metadata.uid}");
+    let relative = format!("kubepods/pod{uid}");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(pod_cgroup_dir(controller, &relative).join(file))
+            .unwrap_or_else(|e| panic!("reading {file} of the pod cgroup: {e}"))
+            .trim()
+            .to_owned()
+    };
+    if v2 {
+        assert_eq!(read("memory", "memory.max"), "67108864");
+        assert_eq!(read("cpu", "cpu.max"), "25000 100000");
+    } else {
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "25000");
+        assert_eq!(read("cpu", "cpu.shares"), "256");
+    }
+    // The container's own cgroup sits below the pod's.
+    let mut logs = String::new();
+    assert!(
+        wait_for(MINUTE, || {
+            logs = node.server.ok(&["logs", "guaranteed"]);
+            logs.contains(&format!("/{relative}/"))
+        }),
+        "the container runs under /{relative}: {logs}"
+    );
+    node.server
+        .ok(&["delete", "pod", "guaranteed", "--wait=true"]);
+    let memory_dir = pod_cgroup_dir("memory", &relative);
+    assert!(
+        wait_for(MINUTE, || !memory_dir.exists()),
+        "{} is removed with the pod",
+        memory_dir.display()
+    );
+}
+
+#[test]
+fn run_as_user_group_and_supplemental_groups_reach_the_process() {
+    let node = AgentNode::start();
+    node.run_pod(
+        "ids",
+        r#"restartPolicy: Never
+securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000]}
+containers:
+- name: app
+  image: busybox:test
+  imagePullPolicy: Never
+  command: ["sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G)"]
+"#,
+    );
+    node.wait_jsonpath("ids", "{.status.phase}", MINUTE, |p| p == "Succeeded");
+    let logs = node.server.ok(&["logs", "ids"]);
+    assert!(logs.contains("uid=1000 gid=3000"), "{logs}");
+    let groups = logs.split("groups=").nth(1).unwrap_or_default();
+    assert!(groups.split_whitespace().any(|g| g == "4000"), "{logs}");
+}
+
+#[test]
+fn capabilities_can_be_dropped_and_privileged_containers_may_mount() {
+    let node = AgentNode::start();
+    let chown = |name: &str, security: &str| {
+        node.run_pod(
+            name,
+            &format!(
+                r#"restartPolicy: Never
+containers:
+- name: app
+  image: busybox:test
+  imagePullPolicy: Never
+  command: ["sh", "-c", "touch /tmp/f && chown 1 /tmp/f"]
+  securityContext: {security}
+"#
+            ),
+        )
+    };
+    chown("chown-allowed", "{}");
+    chown("chown-dropped", "{capabilities: {drop: [CHOWN]}}");
+    let mount = |name: &str, privileged: bool| {
+        node.run_pod(
+            name,
+            &format!(
+                r#"restartPolicy: Never
+containers:
+- name: app
+  image: busybox:test
+  imagePullPolicy: Never
+  command: ["sh", "-c", "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t"]
+  securityContext: {{privileged: {privileged}}}
+"#
+            ),
+        )
+    };
+    mount("mount-privileged", true);
+    mount("mount-unprivileged", false);
+    for (pod, phase) in [
+        ("chown-allowed", "Succeeded"),
+        ("chown-dropped", "Failed"),
+        ("mount-privileged", "Succeeded"),
+        ("mount-unprivileged", "Failed"),
+    ] {
+        node.wait_jsonpath(pod, "{.status.phase}", MINUTE, |p| p == phase);
+    }
+}
+
+#[test]
+fn run_as_non_root_refuses_an_image_that_runs_as_root() {
+    let node = AgentNode::start();
+    node.run_pod(
+        "rootless",
+        r#"securityContext: {runAsNonRoot: true}
+containers:
+- name: app
+  image: busybox:test
+  imagePullPolicy: Never
+  command: ["sleep", "3600"]
+"#,
+    );
+    node.wait_jsonpath(
+        "rootless",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        MINUTE,
+        |r| r == "CreateContainerConfigError",
+    );
+    let message = node.jsonpath(
+        "rootless",
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(
+        message.contains("container has runAsNonRoot and image will run as root"),
+        "{message}"
+    );
+}
+
+#[test]
+fn describe_shows_the_kubelet_events_of_a_pod() {
+    let node = AgentNode::start();
+    node.run_pod(
+        "eventful",
+        r#"containers:
+- name: app
+  image: busybox:test
+  imagePullPolicy: Never
+  command: ["sleep", "3600"]
+"#,
+    );
+    node.wait_jsonpath("eventful", "{.status.phase}", MINUTE, |p| p == "Running");
+    let mut described = String::new();
+    let wanted = [
+        "Container image \"busybox:test\" already present on machine",
+        "Created container: app",
+        "Started container app",
+    ];
+    let found = wait_for(MINUTE, || {
+        described = node.server.ok(&["describe", "pod", "eventful"]);
+        wanted.iter().all(|w| described.contains(w))
+    });
+    assert!(found, "kubectl describe shows {wanted:?}:\n{described}");
+    for reason in ["Pulled", "Created", "Started"] {
+        let row = described
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(reason))
+            .unwrap_or_else(|| panic!("no {reason} event row:\n{described}"));
+        assert!(row.contains("kubelet"), "source is the kubelet: {row}");
+    }
+    let hosts = node.server.ok(&[
+        "get",
+        "events",
+        "-o",
+        r#"jsonpath={range .items[?(@.involvedObject.name=="eventful")]}{.source.host}{" "}{end}"#,
+    ]);
+    assert!(
+        hosts.split_whitespace().all(|h| h == node.name) && !hosts.is_empty(),
+        "events come from node {}: {hosts:?}",
+        node.name
     );
 }

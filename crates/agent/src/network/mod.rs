@@ -17,6 +17,7 @@ mod ipam;
 mod links;
 pub(crate) mod netns;
 pub(crate) mod nft;
+mod peers;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ use tokio::sync::Mutex;
 use ipam::PodIpam;
 use links::Links;
 use netns::Namespace;
+
+pub use peers::{PeerRoute, peer_routes, sync_peer_routes};
 
 /// The interface name a pod sees.
 const POD_INTERFACE: &str = "eth0";

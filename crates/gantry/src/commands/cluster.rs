@@ -47,6 +47,10 @@ pub struct AgentArgs {
     /// The kubelet API's port (0 picks a free one).
     #[arg(long, default_value_t = gantry_agent::kubelet_api::DEFAULT_PORT)]
     kubelet_port: u16,
+    /// The address other nodes reach this one on (its InternalIP, the next hop of
+    /// their routes to its pods) [default: the address of the default route].
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
 }
 
 /// How pods get their network.
@@ -92,6 +96,10 @@ pub struct ServerArgs {
     /// The local node agent's kubelet API port (0 picks a free one).
     #[arg(long, default_value_t = gantry_agent::kubelet_api::DEFAULT_PORT)]
     kubelet_port: u16,
+    /// The local node's InternalIP, which other nodes route its pods through
+    /// [default: the address of the default route].
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
     /// Do not run a node agent here (a control-plane-only server).
     #[arg(long)]
     disable_agent: bool,
@@ -133,6 +141,7 @@ impl LocalComponents {
             let mut config =
                 AgentConfig::new(node_name, global.root.clone(), shim_command(global)?);
             config.kubelet_port = args.kubelet_port;
+            config.node_ip = args.node_ip;
             if args.pod_network == PodNetworkBackend::Bridge {
                 config.pod_network = Some(PodNetworkSettings::new(args.cluster_cidr));
                 config.proxy = Some(ProxySettings::new(args.cluster_cidr));
@@ -322,6 +331,7 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
         shim_command(global)?,
     );
     config.kubelet_port = args.kubelet_port;
+    config.node_ip = args.node_ip;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let kubeconfig = match args.kubeconfig {

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod agent_node;
+pub mod hosts;
+pub mod web;
+
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 
 /// A running `gantry server`, killed when dropped.
