@@ -3,11 +3,13 @@
 //!
 //! Every controller module exposes `pub async fn run(client: kube::Client, shutdown:
 //! CancellationToken)`; [`run_all`] starts them together under one leader election.
+pub mod cron_job;
 pub mod daemon_set;
 pub mod deployment;
 pub mod endpoint_slices;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod job;
 mod informer;
 pub mod node_ipam;
 pub mod node_lifecycle;
@@ -44,6 +46,8 @@ pub async fn run_all_with(
     controllers.spawn(stateful_set::run(client.clone(), shutdown.clone()));
     controllers.spawn(daemon_set::run(client.clone(), shutdown.clone()));
     controllers.spawn(garbage_collector::run(client.clone(), shutdown.clone()));
+    controllers.spawn(job::run(client.clone(), shutdown.clone()));
+    controllers.spawn(cron_job::run(client.clone(), shutdown.clone()));
     controllers.spawn(endpoints::run(client.clone(), shutdown.clone()));
     controllers.spawn(endpoint_slices::run(client.clone(), shutdown.clone()));
     controllers.spawn(node_ipam::run_with(
