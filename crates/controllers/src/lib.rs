@@ -15,6 +15,7 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod stateful_set;
+pub mod volume_binder;
 mod workload;
 
 use tokio::task::JoinSet;
@@ -50,6 +51,7 @@ pub async fn run_all_with(
     controllers.spawn(cron_job::run(client.clone(), shutdown.clone()));
     controllers.spawn(endpoints::run(client.clone(), shutdown.clone()));
     controllers.spawn(endpoint_slices::run(client.clone(), shutdown.clone()));
+    controllers.spawn(volume_binder::run(client.clone(), shutdown.clone()));
     controllers.spawn(node_ipam::run_with(
         client.clone(),
         config.node_ipam,
