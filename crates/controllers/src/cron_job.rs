@@ -380,7 +380,12 @@ impl<'a> Sync<'a> {
             Some("Forbid") if !active.is_empty() => {
                 // Upstream leaves lastScheduleTime alone, so the missed run starts
                 // once the active Job finishes (within startingDeadlineSeconds).
-                tracing::debug!(cronjob = %self.cron_job.name_any(), "not starting job because prior execution is running and concurrency policy is Forbid");
+                self.record(
+                    EventType::Normal,
+                    "JobAlreadyActive",
+                    "Not starting job because prior execution is running and concurrency policy is Forbid",
+                )
+                .await;
                 return Ok(wait_for_next);
             }
             Some("Replace") => {
