@@ -220,3 +220,168 @@ fn garbage_protobuf_body_is_a_bad_request_and_creates_nothing() {
         .map(Vec::len);
     assert_eq!(before, after, "a rejected body creates nothing");
 }
+
+/// The rows of a `kubectl get` table, each split on runs of two or more spaces
+/// (single spaces occur inside cells such as cron schedules).
+fn table_rows(output: &str) -> Vec<Vec<String>> {
+    output
+        .lines()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn job_cronjob_and_priorityclass_generators() {
+    let server = Server::start();
+
+    assert_eq!(
+        server.ok(&[
+            "create",
+            "job",
+            "once",
+            "--image=busybox:test",
+            "--",
+            "true"
+        ]),
+        "job.batch/once created\n"
+    );
+    let job = get_json(&server, &["job", "once"]);
+    let uid = job["metadata"]["uid"].as_str().expect("uid");
+    assert_eq!(
+        job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        uid
+    );
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["job-name"],
+        "once"
+    );
+    assert_eq!(job["spec"]["completions"], 1);
+    assert_eq!(job["spec"]["parallelism"], 1);
+    assert_eq!(job["spec"]["backoffLimit"], 6);
+    let pod_spec = &job["spec"]["template"]["spec"];
+    assert_eq!(pod_spec["restartPolicy"], "Never");
+    assert_eq!(
+        pod_spec["containers"][0]["command"],
+        serde_json::json!(["true"])
+    );
+    let jobs = table_rows(&server.ok(&["get", "jobs"]));
+    assert_eq!(
+        jobs[0],
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    );
+    assert_eq!(jobs[1][..3], ["once", "Running", "0/1"]);
+
+    assert_eq!(
+        server.ok(&[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox:test",
+            "--schedule=*/5 * * * *",
+            "--",
+            "date"
+        ]),
+        "cronjob.batch/tick created\n"
+    );
+    let cron_job = get_json(&server, &["cronjob", "tick"]);
+    assert_eq!(cron_job["spec"]["schedule"], "*/5 * * * *");
+    assert_eq!(cron_job["spec"]["concurrencyPolicy"], "Allow");
+    assert_eq!(cron_job["spec"]["successfulJobsHistoryLimit"], 3);
+    assert_eq!(
+        cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"],
+        "OnFailure"
+    );
+    let cron_jobs = table_rows(&server.ok(&["get", "cronjobs"]));
+    assert_eq!(
+        cron_jobs[0],
+        [
+            "NAME",
+            "SCHEDULE",
+            "TIMEZONE",
+            "SUSPEND",
+            "ACTIVE",
+            "LAST SCHEDULE",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        cron_jobs[1][..6],
+        ["tick", "*/5 * * * *", "<none>", "False", "0", "<none>"]
+    );
+    assert_eq!(
+        server.ok(&["create", "job", "by-hand", "--from=cronjob/tick"]),
+        "job.batch/by-hand created\n"
+    );
+    let manual = get_json(&server, &["job", "by-hand"]);
+    assert_eq!(
+        manual["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    let rejected = server.kubectl(&[
+        "create",
+        "cronjob",
+        "broken",
+        "--image=busybox:test",
+        "--schedule=every day",
+    ]);
+    assert!(!rejected.status.success());
+    assert!(
+        String::from_utf8_lossy(&rejected.stderr).contains("spec.schedule"),
+        "{}",
+        String::from_utf8_lossy(&rejected.stderr)
+    );
+
+    assert_eq!(
+        server.ok(&["create", "priorityclass", "high", "--value=1000"]),
+        "priorityclass.scheduling.k8s.io/high created\n"
+    );
+    let classes = table_rows(&server.ok(&["get", "pc"]));
+    assert_eq!(
+        classes[0],
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]
+    );
+    let names_and_values: Vec<(&str, &str)> = classes[1..]
+        .iter()
+        .map(|row| (row[0].as_str(), row[1].as_str()))
+        .collect();
+    assert_eq!(
+        names_and_values,
+        [
+            ("high", "1000"),
+            ("system-cluster-critical", "2000000000"),
+            ("system-node-critical", "2000001000"),
+        ]
+    );
+
+    server.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local\n  annotations:\n    storageclass.kubernetes.io/is-default-class: \"true\"\nprovisioner: gantry.io/local-path\nvolumeBindingMode: WaitForFirstConsumer\n",
+    );
+    let storage = table_rows(&server.ok(&["get", "sc"]));
+    assert_eq!(
+        storage[0],
+        [
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        storage[1][..5],
+        [
+            "local (default)",
+            "gantry.io/local-path",
+            "Delete",
+            "WaitForFirstConsumer",
+            "false"
+        ]
+    );
+}
