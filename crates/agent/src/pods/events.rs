@@ -45,6 +45,11 @@ impl PodEvent {
         }
     }
 
+    /// The pod's volumes could not be set up (upstream's `FailedMount`).
+    pub fn failed_mount(message: &str) -> PodEvent {
+        PodEvent::warning("FailedMount", message.to_owned())
+    }
+
     /// The image is about to be pulled.
     pub fn pulling(image: &str) -> PodEvent {
         PodEvent::normal("Pulling", format!("Pulling image \"{image}\""))
@@ -126,6 +131,18 @@ impl PodEvents {
         PodEvents {
             recorder: EventRecorder::new(client, COMPONENT, Some(node_name)),
         }
+    }
+
+    /// Records `event` about the pod as a whole (volumes, sandbox). Best effort.
+    pub async fn pod(&self, pod: &Pod, event: PodEvent) {
+        self.recorder
+            .record(
+                &object_reference(pod),
+                event.event_type,
+                event.reason,
+                &event.message,
+            )
+            .await;
     }
 
     /// Records `event` about container `container` of `pod` (its `fieldPath`

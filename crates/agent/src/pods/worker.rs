@@ -194,12 +194,22 @@ impl PodWorker {
         let sandbox = self.ensure_sandbox().await?;
         self.ensure_pod_cgroup(pod).await?;
         if let Err(error) = self.ensure_volumes(pod, &sandbox).await {
-            self.volume_waiting = Some(volume_waiting(&error));
+            let waiting = volume_waiting(&error);
+            // Retried every sync: report (log and Event) only what is new.
+            if self.volume_waiting.as_ref() != Some(&waiting) {
+                tracing::warn!(pod = %pod_key(pod), %error, "preparing volumes");
+                let message = waiting.message.clone().unwrap_or_default();
+                self.context
+                    .events
+                    .pod(pod, PodEvent::failed_mount(&message))
+                    .await;
+            }
+            self.volume_waiting = Some(waiting);
             let containers = self.observe().await?;
             let initialized = spec.init_containers.as_ref().is_none_or(Vec::is_empty);
-            self.write_status(pod, &containers, &sandbox, initialized)
-                .await?;
-            return Err(format!("preparing volumes: {error}"));
+            return self
+                .write_status(pod, &containers, &sandbox, initialized)
+                .await;
         }
         self.volume_waiting = None;
         let containers = self.observe().await?;
