@@ -192,7 +192,7 @@ pub async fn run(
         tasks.spawn(proxy.run(shutdown.clone()));
     }
     if let (Some(_), Some(cluster_dns)) = (&config.pod_network, config.cluster_dns) {
-        let dns = dns::DnsConfig::node_local(cluster_dns, config.cluster_domain.clone());
+        let dns = dns::DnsConfig::node_local(cluster_dns, config.cluster_domain.clone()).await;
         tasks.spawn(dns::run_node_local(client.clone(), dns, shutdown.clone()));
     }
     let Some(sandboxes) = sandboxes(&client, &config, &tasks, &shutdown).await? else {

@@ -496,3 +496,142 @@ async fn without_upstreams_outside_names_fail_with_servfail() {
         .expect("server task")
         .expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_bootstraps_the_kube_dns_service() {
+    let api = TestServer::start();
+    let services = Api::<Service>::namespaced(api.client().await, "kube-system");
+    let service = services.get("kube-dns").await.expect("kube-dns exists");
+    let spec = service.spec.expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.43.0.10"));
+    assert_eq!(
+        spec.cluster_ip.as_deref(),
+        Some(gantry_agent::dns::CLUSTER_DNS_IP.to_string().as_str())
+    );
+    assert_eq!(spec.selector, None);
+    let ports: Vec<(Option<String>, i32, Option<String>)> = spec
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .map(|port| (port.name, port.port, port.protocol))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some("dns".into()), 53, Some("UDP".into())),
+            (Some("dns-tcp".into()), 53, Some("TCP".into())),
+        ]
+    );
+    let metadata = service.metadata;
+    assert_eq!(
+        metadata
+            .labels
+            .unwrap_or_default()
+            .get("k8s-app")
+            .map(String::as_str),
+        Some("kube-dns")
+    );
+    assert_eq!(
+        metadata
+            .annotations
+            .unwrap_or_default()
+            .get("gantry.dev/node-local-dns")
+            .map(String::as_str),
+        Some("true")
+    );
+}
+
+/// A throwaway network namespace (`ip netns add`), deleted with everything in
+/// it when dropped, even after a failed assertion.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(name: String) -> Netns {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        let status = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip netns add {name}");
+        Netns { name }
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            output.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn the_dns_address_goes_on_a_dummy_interface_idempotently() {
+    use std::os::fd::AsFd;
+
+    let netns = Netns::create(format!("gantry-dns-test-{}", std::process::id()));
+    let path = format!("/run/netns/{}", netns.name);
+    let link = std::thread::spawn(move || {
+        let namespace = std::fs::File::open(&path).expect("open the namespace");
+        nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("enter the namespace");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut links = Vec::new();
+            for _ in 0..2 {
+                let link = gantry_agent::dns::interface::ensure_dns_address(
+                    gantry_agent::dns::DNS_INTERFACE,
+                    gantry_agent::dns::CLUSTER_DNS_IP,
+                )
+                .await
+                .expect("the DNS address is set up");
+                links.push(link);
+            }
+            assert_eq!(links[0], links[1]);
+            // The address is local now: the server can bind it.
+            UdpSocket::bind("10.43.0.10:53")
+                .await
+                .expect("bind the DNS address");
+            links.remove(0)
+        })
+    })
+    .join()
+    .expect("the namespace thread");
+
+    let addresses = netns.ip(&["-4", "-o", "addr", "show"]);
+    let holders: Vec<&str> = addresses
+        .lines()
+        .filter(|line| line.contains(" 10.43.0.10/32 "))
+        .collect();
+    assert_eq!(holders.len(), 1, "{addresses}");
+    // The dummy link where the kernel has them, loopback otherwise.
+    assert!(
+        holders[0].contains(&format!(" {link} ")),
+        "{link}: {addresses}"
+    );
+    if link == gantry_agent::dns::DNS_INTERFACE {
+        let details = netns.ip(&["-d", "link", "show", &link]);
+        assert!(details.contains("dummy"), "{details}");
+    }
+}

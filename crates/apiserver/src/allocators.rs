@@ -17,6 +17,8 @@ use serde_json::Value;
 /// The service CIDR, k3s's default: 10.43.0.0/16.
 pub const SERVICE_NETWORK: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 0);
 pub const SERVICE_PREFIX_LEN: u8 = 16;
+/// The cluster DNS Service's address (k3s's), served by every node agent.
+pub const CLUSTER_DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 10);
 /// Kubernetes' default NodePort range.
 pub const NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
 

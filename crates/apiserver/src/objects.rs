@@ -327,20 +327,12 @@ impl Objects {
         Ok(())
     }
 
-    /// Creates what every cluster has, if missing: the system namespaces and
-    /// the `kubernetes` Service holding the first service address.
+    /// Creates what every cluster has, if missing: the system namespaces,
+    /// the `kubernetes` Service holding the first service address, and the
+    /// `kube-system/kube-dns` Service of the node-local cluster DNS.
     pub async fn bootstrap(&self, https_port: u16) -> Result<(), ApiError> {
         self.ensure_system_namespaces().await?;
-        let services =
-            registry::find("", "v1", "services").expect("services are always registered");
-        if self
-            .get(services, Some("default"), "kubernetes")
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let service = json!({
+        let kubernetes = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {
@@ -348,8 +340,33 @@ impl Objects {
                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": https_port}],
             },
         });
+        self.ensure_service("default", "kubernetes", kubernetes)
+            .await?;
+        // A cluster whose 10.43.0.10 went to another Service still serves;
+        // only its pods' DNS is broken, which the log says.
+        if let Err(err) = self
+            .ensure_service("kube-system", "kube-dns", cluster_dns_service())
+            .await
+        {
+            tracing::error!(%err, "cannot create the kube-system/kube-dns Service");
+        }
+        Ok(())
+    }
+
+    /// Creates Service `namespace/name` from `service` unless it exists.
+    async fn ensure_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        service: Value,
+    ) -> Result<(), ApiError> {
+        let services =
+            registry::find("", "v1", "services").expect("services are always registered");
+        if self.get(services, Some(namespace), name).await.is_ok() {
+            return Ok(());
+        }
         match self
-            .create(services, Some("default"), service, WriteOptions::default())
+            .create(services, Some(namespace), service, WriteOptions::default())
             .await
         {
             Ok(_) => Ok(()),
@@ -374,6 +391,27 @@ impl Objects {
         }
         Ok(())
     }
+}
+
+/// The cluster DNS Service: k3s's address, CoreDNS's names and ports, no
+/// selector (every node agent answers on the address itself), and the
+/// annotation telling the service proxy to leave it alone.
+fn cluster_dns_service() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {
+            "name": "kube-dns", "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+            "annotations": {"gantry.dev/node-local-dns": "true"},
+        },
+        "spec": {
+            "clusterIP": allocators::CLUSTER_DNS_IP.to_string(),
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    })
 }
 
 /// Options of a delete, from the `DeleteOptions` body or the query.

@@ -91,11 +91,13 @@ pub struct DnsConfig {
 impl DnsConfig {
     /// A node's cluster DNS: `cluster_dns:53` on [`DNS_INTERFACE`],
     /// forwarding to the resolvers of the host's /etc/resolv.conf.
-    pub fn node_local(cluster_dns: Ipv4Addr, cluster_domain: impl Into<String>) -> DnsConfig {
-        let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "cannot read /etc/resolv.conf: no DNS forwarding");
-            String::new()
-        });
+    pub async fn node_local(cluster_dns: Ipv4Addr, cluster_domain: impl Into<String>) -> DnsConfig {
+        let resolv_conf = tokio::fs::read_to_string("/etc/resolv.conf")
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "cannot read /etc/resolv.conf: no DNS forwarding");
+                String::new()
+            });
         DnsConfig {
             listen: SocketAddr::new(IpAddr::V4(cluster_dns), 53),
             cluster_domain: cluster_domain.into(),
@@ -122,7 +124,8 @@ impl ClusterDns {
                 source,
             })?;
         if let (Some(interface), IpAddr::V4(address)) = (&config.interface, config.listen.ip()) {
-            interface::ensure_dns_address(interface, address).await?;
+            let link = interface::ensure_dns_address(interface, address).await?;
+            tracing::debug!(%address, %link, "cluster DNS address configured");
         }
         let udp = UdpSocket::bind(config.listen)
             .await

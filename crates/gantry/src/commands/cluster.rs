@@ -144,6 +144,7 @@ impl LocalComponents {
             config.node_ip = args.node_ip;
             if args.pod_network == PodNetworkBackend::Bridge {
                 config.pod_network = Some(PodNetworkSettings::new(args.cluster_cidr));
+                enable_cluster_dns(&mut config);
                 config.proxy = Some(ProxySettings::new(args.cluster_cidr));
             }
             Some((data_dir.join("agent.kubeconfig"), config))
@@ -332,6 +333,9 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
     );
     config.kubelet_port = args.kubelet_port;
     config.node_ip = args.node_ip;
+    if config.pod_network.is_some() {
+        enable_cluster_dns(&mut config);
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let kubeconfig = match args.kubeconfig {
@@ -349,6 +353,13 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
             .context("node agent task")?
             .context("node agent")
     })
+}
+
+/// Points the node's pods at the cluster DNS, which its agent serves itself on
+/// the `kube-system/kube-dns` address (created by the API server at start).
+fn enable_cluster_dns(config: &mut AgentConfig) {
+    config.cluster_dns = Some(gantry_agent::dns::CLUSTER_DNS_IP);
+    config.cluster_domain = "cluster.local".into();
 }
 
 /// The node's kubeconfig under `<root>/agent`, obtained with the join token on first start
