@@ -22,21 +22,19 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::ListParams;
 use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use gantry_client::{EventRecorder, EventType, object_reference};
 use gantry_scheduler::filters::node_affinity;
 use gantry_scheduler::labels::tolerated;
 
 use crate::deployment::pod_template_hash;
-use crate::workload::{self, CONTROLLER_REVISION_HASH_LABEL, Error};
+use crate::workload::{self, CONTROLLER_REVISION_HASH_LABEL, Context, Error};
 
 /// The component name on this controller's Events.
 const COMPONENT: &str = "daemonset-controller";
@@ -60,10 +58,7 @@ const DEFAULT_TOLERATIONS: [(&str, &str); 6] = [
 /// affected DaemonSet retried, never returned. Any node change reconciles every
 /// DaemonSet, since it may change where they belong.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    let context = Arc::new(Context {
-        client: client.clone(),
-        recorder: EventRecorder::new(client.clone(), COMPONENT, None),
-    });
+    let context = Context::new(client.clone(), COMPONENT);
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
@@ -82,28 +77,15 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
             },
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, context);
+        .run(reconcile, workload::retry_on_error, context);
     workload::drive(results, COMPONENT).await;
 }
 
-/// What every reconcile needs.
-struct Context {
-    client: Client,
-    recorder: EventRecorder,
-}
-
-fn error_policy(ds: Arc<DaemonSet>, err: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(daemonset = %ds.name_any(), %err, "syncing daemon set");
-    Action::requeue(workload::RETRY_AFTER_ERROR)
-}
-
 async fn reconcile(cached: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, Error> {
-    let (name, namespace) = workload::name_and_namespace(cached.as_ref())?;
-    let daemon_sets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
-    let Some(ds) = daemon_sets.get_opt(&name).await? else {
-        return Ok(Action::await_change());
-    };
-    DaemonSync::new(&context, ds, &namespace)?.run().await
+    match context.latest(cached.as_ref()).await? {
+        Some((ds, namespace)) => DaemonSync::new(&context, ds, &namespace)?.run().await,
+        None => Ok(Action::await_change()),
+    }
 }
 
 /// Where one node stands with a DaemonSet.
@@ -367,7 +349,7 @@ impl<'a> DaemonSync<'a> {
         let now = Timestamp::now();
         let status = self.calculate_status(&states, now);
         if Some(&status) != self.ds.status.as_ref() {
-            self.write_status(&status).await?;
+            self.context.write_status(&self.ds, &status).await?;
         }
         let min_ready = self.spec.min_ready_seconds.unwrap_or(0);
         Ok(workload::recheck_after(workload::next_availability_change(
@@ -458,24 +440,15 @@ impl<'a> DaemonSync<'a> {
     }
 
     async fn create_pod(&self, node: &str) -> Result<(), Error> {
-        match self
-            .pods
-            .create(&PostParams::default(), &self.new_pod(node))
-            .await
-        {
-            Ok(created) => {
-                let message = format!("Created pod: {}", created.name_any());
-                self.record(EventType::Normal, "SuccessfulCreate", &message)
-                    .await;
-                Ok(())
-            }
-            Err(err) => {
-                let message = format!("Error creating: {err}");
-                self.record(EventType::Warning, "FailedCreate", &message)
-                    .await;
-                Err(err.into())
-            }
-        }
+        let describe = |pod: &str, err: Option<&kube::Error>| match err {
+            None => format!("Created pod: {pod}"),
+            Some(err) => format!("Error creating: {err}"),
+        };
+        let pod = self.new_pod(node);
+        self.context
+            .create_pod(&self.ds, &self.pods, &pod, describe)
+            .await?;
+        Ok(())
     }
 
     /// A pod for `node`: the template with the revision labels, the default
@@ -505,29 +478,14 @@ impl<'a> DaemonSync<'a> {
         }
     }
 
-    async fn delete_pod(&self, name: &str) -> Result<(), Error> {
-        match self.pods.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {
-                let message = format!("Deleted pod: {name}");
-                self.record(EventType::Normal, "SuccessfulDelete", &message)
-                    .await;
-                Ok(())
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => {
-                let message = format!("Error deleting: {err}");
-                self.record(EventType::Warning, "FailedDelete", &message)
-                    .await;
-                Err(err.into())
-            }
-        }
-    }
-
-    async fn record(&self, event_type: EventType, reason: &str, message: &str) {
+    async fn delete_pod(&self, pod: &str) -> Result<(), Error> {
+        let describe = |err: Option<&kube::Error>| match err {
+            None => format!("Deleted pod: {pod}"),
+            Some(err) => format!("Error deleting: {err}"),
+        };
         self.context
-            .recorder
-            .record(&object_reference(&self.ds), event_type, reason, message)
-            .await;
+            .delete_pod(&self.ds, &self.pods, pod, describe)
+            .await
     }
 
     /// The status the nodes and pods justify (upstream's `updateDaemonSetStatus`),
@@ -559,20 +517,6 @@ impl<'a> DaemonSync<'a> {
         status.updated_number_scheduled = Some(updated);
         status.number_unavailable = Some(status.desired_number_scheduled - available);
         status
-    }
-
-    async fn write_status(&self, status: &DaemonSetStatus) -> Result<(), Error> {
-        let api: Api<DaemonSet> = Api::namespaced(
-            self.context.client.clone(),
-            &self.ds.namespace().unwrap_or_default(),
-        );
-        api.patch_status(
-            &self.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-        Ok(())
     }
 }
 

@@ -19,18 +19,17 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use gantry_client::{EventRecorder, EventType, object_reference};
+use gantry_client::EventType;
 
 use crate::deployment::pod_template_hash;
-use crate::workload::{self, CONTROLLER_REVISION_HASH_LABEL, Error};
+use crate::workload::{self, CONTROLLER_REVISION_HASH_LABEL, Context, Error};
 
 /// The component name on this controller's Events.
 const COMPONENT: &str = "statefulset-controller";
@@ -44,38 +43,22 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 /// Runs the StatefulSet controller until `shutdown`; API errors are logged and the
 /// affected StatefulSet retried, never returned.
 pub async fn run(client: Client, shutdown: CancellationToken) {
-    let context = Arc::new(Context {
-        client: client.clone(),
-        recorder: EventRecorder::new(client.clone(), COMPONENT, None),
-    });
+    let context = Context::new(client.clone(), COMPONENT);
     let results = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(Api::<Pod>::all(client), watcher::Config::default())
     .graceful_shutdown_on(shutdown.cancelled_owned())
-    .run(reconcile, error_policy, context);
+    .run(reconcile, workload::retry_on_error, context);
     workload::drive(results, COMPONENT).await;
 }
 
-/// What every reconcile needs.
-struct Context {
-    client: Client,
-    recorder: EventRecorder,
-}
-
-fn error_policy(set: Arc<StatefulSet>, err: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(statefulset = %set.name_any(), %err, "syncing stateful set");
-    Action::requeue(workload::RETRY_AFTER_ERROR)
-}
-
 async fn reconcile(cached: Arc<StatefulSet>, context: Arc<Context>) -> Result<Action, Error> {
-    let (name, namespace) = workload::name_and_namespace(cached.as_ref())?;
-    let sets: Api<StatefulSet> = Api::namespaced(context.client.clone(), &namespace);
-    let Some(set) = sets.get_opt(&name).await? else {
-        return Ok(Action::await_change());
-    };
-    SetSync::new(&context, set, &namespace)?.run().await
+    match context.latest(cached.as_ref()).await? {
+        Some((set, namespace)) => SetSync::new(&context, set, &namespace)?.run().await,
+        None => Ok(Action::await_change()),
+    }
 }
 
 /// How the StatefulSet wants its pods managed, taken from its spec.
@@ -257,7 +240,7 @@ impl<'a> SetSync<'a> {
         let now = Timestamp::now();
         let status = self.calculate_status(&pods, now);
         if Some(&status) != self.set.status.as_ref() {
-            self.write_status(&status).await?;
+            self.context.write_status(&self.set, &status).await?;
         }
         let min_ready = self.spec.min_ready_seconds.unwrap_or(0);
         Ok(workload::recheck_after(workload::next_availability_change(
@@ -383,28 +366,18 @@ impl<'a> SetSync<'a> {
     }
 
     async fn create_pod(&self, ordinal: i32) -> Result<(), Error> {
+        let describe = |pod: &str, err: Option<&kube::Error>| match err {
+            None => format!("create Pod {pod} in StatefulSet {} successful", self.name),
+            Some(err) => format!(
+                "create Pod {pod} in StatefulSet {} failed error: {err}",
+                self.name
+            ),
+        };
         let pod = self.new_pod(ordinal);
-        let pod_name = pod.name_any();
-        match self.pods.create(&PostParams::default(), &pod).await {
-            Ok(_) => {
-                let message = format!(
-                    "create Pod {pod_name} in StatefulSet {} successful",
-                    self.name
-                );
-                self.record(EventType::Normal, "SuccessfulCreate", &message)
-                    .await;
-                Ok(())
-            }
-            Err(err) => {
-                let message = format!(
-                    "create Pod {pod_name} in StatefulSet {} failed error: {err}",
-                    self.name
-                );
-                self.record(EventType::Warning, "FailedCreate", &message)
-                    .await;
-                Err(err.into())
-            }
-        }
+        self.context
+            .create_pod(&self.set, &self.pods, &pod, describe)
+            .await?;
+        Ok(())
     }
 
     /// The pod of one ordinal: the current template plus its stable identity (name,
@@ -452,34 +425,22 @@ impl<'a> SetSync<'a> {
         }
     }
 
-    async fn delete_pod(&self, pod_name: &str) -> Result<(), Error> {
-        match self.pods.delete(pod_name, &DeleteParams::default()).await {
-            Ok(_) => {
-                let message = format!(
-                    "delete Pod {pod_name} in StatefulSet {} successful",
-                    self.name
-                );
-                self.record(EventType::Normal, "SuccessfulDelete", &message)
-                    .await;
-                Ok(())
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => {
-                let message = format!(
-                    "delete Pod {pod_name} in StatefulSet {} failed error: {err}",
-                    self.name
-                );
-                self.record(EventType::Warning, "FailedDelete", &message)
-                    .await;
-                Err(err.into())
-            }
-        }
+    async fn delete_pod(&self, pod: &str) -> Result<(), Error> {
+        let describe = |err: Option<&kube::Error>| match err {
+            None => format!("delete Pod {pod} in StatefulSet {} successful", self.name),
+            Some(err) => format!(
+                "delete Pod {pod} in StatefulSet {} failed error: {err}",
+                self.name
+            ),
+        };
+        self.context
+            .delete_pod(&self.set, &self.pods, pod, describe)
+            .await
     }
 
     async fn record(&self, event_type: EventType, reason: &str, message: &str) {
         self.context
-            .recorder
-            .record(&object_reference(&self.set), event_type, reason, message)
+            .record(&self.set, event_type, reason, message)
             .await;
     }
 
@@ -529,20 +490,6 @@ impl<'a> SetSync<'a> {
             collision_count: previous.collision_count,
             conditions: previous.conditions,
         }
-    }
-
-    async fn write_status(&self, status: &StatefulSetStatus) -> Result<(), Error> {
-        let api: Api<StatefulSet> = Api::namespaced(
-            self.context.client.clone(),
-            &self.set.namespace().unwrap_or_default(),
-        );
-        api.patch_status(
-            &self.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-        Ok(())
     }
 }
 

@@ -6,8 +6,10 @@
 //! same counts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use gantry_client::{EventRecorder, EventType, object_reference};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -225,6 +227,139 @@ pub async fn drive<T, E: std::fmt::Display>(
             }
         })
         .await;
+}
+
+/// What every reconcile of a pod-owning workload (StatefulSet, DaemonSet) needs: the
+/// client and the Event recorder of its component.
+pub struct Context {
+    /// The controller's API client.
+    pub client: kube::Client,
+    recorder: EventRecorder,
+}
+
+impl Context {
+    /// A context whose Events name `component` as their source.
+    pub fn new(client: kube::Client, component: &str) -> Arc<Context> {
+        Arc::new(Context {
+            recorder: EventRecorder::new(client.clone(), component, None),
+            client,
+        })
+    }
+
+    /// The object as the API server has it now, and its namespace; `None` once it is
+    /// gone. Reconciles act on this rather than on the watch cache, which may lag
+    /// behind the controller's own writes.
+    pub async fn latest<K>(&self, cached: &K) -> Result<Option<(K, String)>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let (name, namespace) = name_and_namespace(cached)?;
+        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), &namespace);
+        Ok(api.get_opt(&name).await?.map(|object| (object, namespace)))
+    }
+
+    /// Records an Event about `object`.
+    pub async fn record<K>(&self, object: &K, event_type: EventType, reason: &str, message: &str)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.recorder
+            .record(&object_reference(object), event_type, reason, message)
+            .await;
+    }
+
+    /// Creates a pod for `owner`, recording SuccessfulCreate or FailedCreate with the
+    /// message `describe` makes from the pod's name and the error, if any.
+    pub async fn create_pod<K>(
+        &self,
+        owner: &K,
+        pods: &kube::Api<Pod>,
+        pod: &Pod,
+        describe: impl Fn(&str, Option<&kube::Error>) -> String,
+    ) -> Result<Pod, Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match pods.create(&kube::api::PostParams::default(), pod).await {
+            Ok(created) => {
+                let message = describe(created.metadata.name.as_deref().unwrap_or(name), None);
+                self.record(owner, EventType::Normal, "SuccessfulCreate", &message)
+                    .await;
+                Ok(created)
+            }
+            Err(err) => {
+                let message = describe(name, Some(&err));
+                self.record(owner, EventType::Warning, "FailedCreate", &message)
+                    .await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Deletes a pod of `owner`, recording SuccessfulDelete or FailedDelete with the
+    /// message `describe` makes from the error, if any; a pod already gone is deleted.
+    pub async fn delete_pod<K>(
+        &self,
+        owner: &K,
+        pods: &kube::Api<Pod>,
+        name: &str,
+        describe: impl Fn(Option<&kube::Error>) -> String,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        match pods.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => {
+                let message = describe(None);
+                self.record(owner, EventType::Normal, "SuccessfulDelete", &message)
+                    .await;
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => {
+                let message = describe(Some(&err));
+                self.record(owner, EventType::Warning, "FailedDelete", &message)
+                    .await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Writes `status` through the object's status subresource (a merge patch).
+    pub async fn write_status<K>(
+        &self,
+        object: &K,
+        status: &impl serde::Serialize,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let (name, namespace) = name_and_namespace(object)?;
+        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), &namespace);
+        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+        api.patch_status(&name, &kube::api::PatchParams::default(), &patch)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The error policy of a workload controller: log, and retry after
+/// [`RETRY_AFTER_ERROR`].
+pub fn retry_on_error<K>(object: Arc<K>, err: &Error, _: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    let kind = K::kind(&());
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    tracing::warn!(%kind, %name, %err, "reconcile failed; retrying");
+    Action::requeue(RETRY_AFTER_ERROR)
 }
 
 /// Whether two pod templates are the same once the `pod-template-hash` label, which

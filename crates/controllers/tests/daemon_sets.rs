@@ -65,22 +65,13 @@ async fn pinned_nodes(pods: &Api<Pod>, app: &str) -> Vec<String> {
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .filter_map(|pod| {
-            let spec = pod.spec.as_ref()?;
-            let required = spec
-                .affinity
-                .as_ref()?
-                .node_affinity
-                .as_ref()?
-                .required_during_scheduling_ignored_during_execution
-                .as_ref()?;
-            let field = required
-                .node_selector_terms
-                .first()?
-                .match_fields
-                .as_ref()?
-                .first()?;
-            assert_eq!(field.key, "metadata.name");
-            field.values.as_ref()?.first().cloned()
+            let affinity = serde_json::to_value(&pod.spec.as_ref()?.affinity).ok()?;
+            let term =
+                "/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0";
+            let field = affinity.pointer(&format!("{term}/matchFields/0"))?;
+            assert_eq!(field["key"], "metadata.name");
+            assert_eq!(field["operator"], "In");
+            field["values"][0].as_str().map(str::to_string)
         })
         .collect();
     nodes.sort();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use gantry_controllers::stateful_set;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -152,6 +152,13 @@ async fn ordered_ready_creates_pods_in_order_with_stable_identity_and_claims() {
         let claim = claims.get(name).await.expect("claim created from template");
         assert_eq!(claim.labels().get("app").map(String::as_str), Some("web"));
     }
+    let events = cluster.api::<Event>();
+    let listed = events.list(&ListParams::default()).await.expect("events");
+    let created = listed.items.iter().any(|event| {
+        event.reason.as_deref() == Some("SuccessfulCreate")
+            && event.message.as_deref() == Some("create Pod web-0 in StatefulSet web successful")
+    });
+    assert!(created, "the SuccessfulCreate event is recorded");
     cluster.stop().await;
 }
 

@@ -3,6 +3,8 @@
 //! (so ordering can be asserted after the fact, without sleeping), and polling with
 //! a deadline.
 
+#![allow(dead_code)] // each test binary uses its own subset
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +28,8 @@ pub struct Cluster {
     pub client: Client,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    pub server: TestServer,
+    /// Kept so the server runs as long as the cluster.
+    _server: TestServer,
 }
 
 impl Cluster {
@@ -45,7 +48,7 @@ impl Cluster {
             client,
             shutdown,
             tasks,
-            server,
+            _server: server,
         }
     }
 
@@ -120,15 +123,13 @@ pub struct Sighting {
 
 impl Sighting {
     fn of(pod: &Pod, deleted: bool) -> Sighting {
-        let ready = pod
+        let conditions = pod
             .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|conditions| {
-                conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten());
+        let ready = conditions
+            .filter(|c| c.type_ == "Ready")
+            .any(|c| c.status == "True");
         Sighting {
             name: pod.name_any(),
             uid: pod.uid().unwrap_or_default(),
