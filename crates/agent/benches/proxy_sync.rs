@@ -94,7 +94,9 @@ fn service(index: usize) -> ServicePort {
         protocol: Protocol::Tcp,
         cluster_ip: Ipv4Addr::new(10, 43, octets[2], octets[3]),
         port: 80,
-        node_port: (index % 10 == 0).then(|| 30_000 + u16::try_from(index / 10).expect("port")),
+        node_port: index
+            .is_multiple_of(10)
+            .then(|| 30_000 + u16::try_from(index / 10).expect("port")),
         load_balancer_ips: Vec::new(),
         affinity_timeout: None,
         endpoints: vec![
@@ -200,6 +202,9 @@ fn main() {
         return;
     }
     println!("Gantry service proxy: ruleset render + `nft -f` apply (inet table gantry-proxy)");
+    if cfg!(debug_assertions) {
+        println!("(unoptimised build, e.g. `cargo test --bench`: render times are upper bounds)");
+    }
     for count in SIZES {
         bench_size(count);
     }

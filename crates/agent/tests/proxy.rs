@@ -1,7 +1,8 @@
 //! The service proxy on real nftables and real sockets (root only). Each test
 //! builds a node stand-in as a throwaway network namespace: a "node" address
-//! on a veth link, "pod" addresses with TCP servers on loopback, and a
-//! default route so ClusterIPs are routable. Services and EndpointSlices are
+//! on a veth link, "pod" addresses with TCP servers on loopback, a default
+//! route so ClusterIPs are routable, and where needed a pod stand-in (its own
+//! namespace behind a veth pair) to test traffic from pods. Services and EndpointSlices are
 //! written to a real API server; the proxy programs the namespace's nftables
 //! while its watches run in the test's own namespace. Dropping the namespace
 //! guard deletes the namespace and, with it, the proxy's table.
@@ -31,6 +32,8 @@ const POD_IPS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(10, 42, 0, 4),
 ];
 const POD_PORT: u16 = 8080;
+/// The node's end of a pod stand-in's veth pair.
+const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 42, 0, 1);
 const TABLE: &str = "gantry-proxy";
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -45,17 +48,25 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// A node stand-in: a network namespace made with `ip netns add`, deleted on drop.
-struct TestNode {
+/// A network namespace made with `ip netns add`, deleted on drop (which takes
+/// its links, addresses and nftables tables with it).
+struct Netns {
     name: String,
 }
 
-impl TestNode {
-    fn new(tag: &str) -> TestNode {
+impl Netns {
+    fn new(tag: &str) -> Netns {
         let name = format!("gantry-proxy-{}-{tag}", std::process::id());
         ip(&["netns", "add", &name]);
-        let node = TestNode { name };
-        node.ip(&["link", "set", "lo", "up"]);
+        let netns = Netns { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// A node stand-in: the node address on a veth link with the default
+    /// route (so ClusterIPs are routable), the pod addresses on loopback.
+    fn node(tag: &str) -> Netns {
+        let node = Netns::new(tag);
         node.ip(&[
             "link",
             "add",
@@ -74,6 +85,42 @@ impl TestNode {
             node.ip(&["addr", "add", &format!("{pod}/32"), "dev", "lo"]);
         }
         node
+    }
+
+    /// A pod stand-in with address `pod_ip`, attached to this node by a veth
+    /// pair whose node end ([`POD_GATEWAY`]) is its default gateway; the
+    /// node forwards, as a real node does.
+    fn attach_pod(&self, tag: &str, pod_ip: Ipv4Addr) -> Netns {
+        let pod = Netns::new(tag);
+        let host_end = format!("veth-{tag}");
+        self.ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0",
+        ]);
+        self.ip(&["link", "set", "eth0", "netns", &pod.name]);
+        self.ip(&[
+            "addr",
+            "add",
+            &format!("{POD_GATEWAY}/24"),
+            "dev",
+            &host_end,
+        ]);
+        self.ip(&["link", "set", &host_end, "up"]);
+        pod.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", "eth0"]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        pod.ip(&["route", "add", "default", "via", &POD_GATEWAY.to_string()]);
+        let status = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .status()
+            .expect("run sysctl");
+        assert!(status.success(), "enable forwarding");
+        pod
     }
 
     fn path(&self) -> PathBuf {
@@ -98,18 +145,26 @@ impl TestNode {
         result.await.expect("the namespace thread finished")
     }
 
-    /// Starts one TCP server per pod address; each answers with its address.
-    async fn serve_pods(&self) {
+    /// Starts one TCP server per address on [`POD_PORT`]; each answers with its address.
+    async fn serve(&self, addresses: &[Ipv4Addr]) {
+        let addresses = addresses.to_vec();
         let listeners = self
-            .run(|| {
-                POD_IPS.map(|pod| {
-                    let listener = std::net::TcpListener::bind((pod, POD_PORT)).expect("bind");
-                    listener.set_nonblocking(true).expect("non-blocking");
-                    listener
-                })
+            .run({
+                let addresses = addresses.clone();
+                move || {
+                    addresses
+                        .iter()
+                        .map(|pod| {
+                            let listener =
+                                std::net::TcpListener::bind((*pod, POD_PORT)).expect("bind");
+                            listener.set_nonblocking(true).expect("non-blocking");
+                            listener
+                        })
+                        .collect::<Vec<_>>()
+                }
             })
             .await;
-        for (pod, listener) in POD_IPS.into_iter().zip(listeners) {
+        for (pod, listener) in addresses.into_iter().zip(listeners) {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             tokio::spawn(async move {
                 while let Ok((mut stream, _)) = listener.accept().await {
@@ -179,7 +234,7 @@ impl TestNode {
     }
 }
 
-impl Drop for TestNode {
+impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
@@ -235,6 +290,27 @@ async fn write_slice(client: &kube::Client, service: &str, port_name: &str, read
     }
 }
 
+/// Writes the one EndpointSlice of `service` listing `ready` (any addresses) as ready.
+async fn write_endpoints(
+    client: &kube::Client,
+    service: &str,
+    port_name: &str,
+    ready: &[Ipv4Addr],
+) {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slice = serde_json::json!({
+        "metadata": {"name": format!("{service}-1"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": ready.iter().map(|ip| serde_json::json!({"addresses": [ip.to_string()]})).collect::<Vec<_>>(),
+        "ports": [{"name": port_name, "port": POD_PORT, "protocol": "TCP"}],
+    });
+    let slice: EndpointSlice = serde_json::from_value(slice).expect("slice");
+    api.create(&PostParams::default(), &slice)
+        .await
+        .expect("create slice");
+}
+
 fn cluster_ip(service: &Service) -> Ipv4Addr {
     service
         .spec
@@ -264,8 +340,8 @@ fn all_pods() -> BTreeSet<String> {
 async fn load_balancer_service_reaches_every_ready_pod_and_fails_fast_without_any() {
     let server = TestServer::start();
     let client: kube::Client = server.client().await;
-    let node = TestNode::new("lb");
-    node.serve_pods().await;
+    let node = Netns::node("lb");
+    node.serve(&POD_IPS).await;
     let service = create_service(
         &client,
         serde_json::json!({
@@ -349,8 +425,8 @@ async fn load_balancer_service_reaches_every_ready_pod_and_fails_fast_without_an
 async fn client_ip_affinity_sticks_to_one_pod() {
     let server = TestServer::start();
     let client: kube::Client = server.client().await;
-    let node = TestNode::new("aff");
-    node.serve_pods().await;
+    let node = Netns::node("aff");
+    node.serve(&POD_IPS).await;
     let service = create_service(
         &client,
         serde_json::json!({
@@ -391,8 +467,8 @@ async fn client_ip_affinity_sticks_to_one_pod() {
 async fn an_update_rewrites_only_the_changed_service_and_a_restart_removes_stale_rules() {
     let server = TestServer::start();
     let client: kube::Client = server.client().await;
-    let node = TestNode::new("upd");
-    node.serve_pods().await;
+    let node = Netns::node("upd");
+    node.serve(&POD_IPS).await;
     let mut vips = Vec::new();
     for name in ["alpha", "beta"] {
         let service = create_service(
@@ -448,4 +524,47 @@ async fn an_update_rewrites_only_the_changed_service_and_a_restart_removes_stale
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     node.wait_for_backends(vips[0], &all_pods()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_services_through_the_node_including_their_own_hairpin() {
+    let server = TestServer::start();
+    let client: kube::Client = server.client().await;
+    let node = Netns::node("pods");
+    node.serve(&POD_IPS).await;
+    let pod_ip = Ipv4Addr::new(10, 42, 0, 9);
+    let pod = node.attach_pod("pod", pod_ip);
+    pod.serve(&[pod_ip]).await;
+    let mut vips = Vec::new();
+    for name in ["others", "itself", "nobody"] {
+        let service = create_service(
+            &client,
+            serde_json::json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"selector": {"app": name},
+                         "ports": [{"name": "http", "port": 80, "targetPort": POD_PORT}]}
+            }),
+        )
+        .await;
+        vips.push(SocketAddrV4::new(cluster_ip(&service), 80));
+    }
+    write_slice(&client, "others", "http", &POD_IPS).await;
+    write_endpoints(&client, "itself", "http", &[pod_ip]).await;
+    write_slice(&client, "nobody", "http", &[]).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    node.start_proxy(client.clone(), &shutdown).await;
+
+    // DNAT in prerouting: from the pod to the other pods' addresses.
+    pod.wait_for_backends(vips[0], &all_pods()).await;
+    // Hairpin: the pod reaches itself through its Service, masqueraded.
+    pod.wait_for_backends(vips[1], &BTreeSet::from([pod_ip.to_string()]))
+        .await;
+    // No endpoints: the forward hook rejects at once.
+    let started = Instant::now();
+    match pod.request(vips[2]).await {
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        outcome => panic!("{}: {outcome:?}", vips[2]),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
 }
