@@ -109,6 +109,18 @@ pub struct ServerArgs {
     /// Do not run the controller manager.
     #[arg(long)]
     disable_controller_manager: bool,
+    /// How long a node's Lease may go unrenewed before the node is unreachable and its
+    /// pods are evicted (kube-controller-manager's flag, e.g. `40s`, `2m`).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+}
+
+/// Parses a Go-style duration such as `40s`, `1m30s` or `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("duration {text:?} must not be negative"))
 }
 
 impl ClusterCommand {
@@ -154,6 +166,7 @@ impl LocalComponents {
             controller_manager: (!args.disable_controller_manager).then(|| {
                 let mut config = ControllerManagerConfig::default();
                 config.node_ipam.cluster_cidr = args.cluster_cidr;
+                config.node_lifecycle.grace_period = args.node_monitor_grace_period;
                 (data_dir.join("controller-manager.kubeconfig"), config)
             }),
             agent,
