@@ -30,6 +30,7 @@ spec:
     image: busybox:test
     imagePullPolicy: Never
     command: ["sh", "-c", {script:?}]
+    securityContext: {{allowPrivilegeEscalation: false}}
 "#,
         node = node.name,
     );

@@ -16,7 +16,7 @@ use std::process::Stdio;
 
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -420,6 +420,12 @@ pub(crate) async fn run_session<O, F>(
             Channel::Error,
             status.to_string().as_bytes(),
         )))
+        .await?;
+        // A normal closure: kubectl treats any other end as an error of every stream.
+        sink.send(Message::Close(Some(CloseFrame {
+            code: close_code::NORMAL,
+            reason: "".into(),
+        })))
         .await?;
         sink.close().await
     };
