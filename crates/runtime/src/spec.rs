@@ -328,9 +328,14 @@ pub(crate) fn build_spec(
         "args": config.args,
         "env": config.env,
         "cwd": if config.working_dir.is_empty() { "/" } else { &config.working_dir },
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": !(privileged || security.allow_privilege_escalation)
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}
     });
+    // Absent rather than `false` when escalation is allowed: libcontainer 0.7
+    // tells the two cases apart by presence alone, and with the field present
+    // it loads the seccomp filter after dropping the privileges that requires.
+    if !(privileged || security.allow_privilege_escalation) {
+        process["noNewPrivileges"] = json!(true);
+    }
     if !security.supplementary_groups.is_empty() {
         process["user"]["additionalGids"] = json!(security.supplementary_groups);
     }
@@ -555,7 +560,7 @@ mod tests {
             process.user().additional_gids().as_deref(),
             Some(&[4000, 5000][..])
         );
-        assert_eq!(process.no_new_privileges(), Some(false));
+        assert_ne!(process.no_new_privileges(), Some(true));
         assert_eq!(process.oom_score_adj(), Some(-997));
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.seccomp().is_some());
@@ -572,7 +577,7 @@ mod tests {
         let spec = spec_of(&config);
         assert_eq!(bounding(&spec).len(), ALL_CAPABILITIES.len());
         let process = spec.process().as_ref().unwrap();
-        assert_eq!(process.no_new_privileges(), Some(false));
+        assert_ne!(process.no_new_privileges(), Some(true));
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.seccomp().is_none());
         assert!(linux.masked_paths().as_ref().is_none_or(Vec::is_empty));
