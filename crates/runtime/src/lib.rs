@@ -35,7 +35,8 @@ use nix::unistd::Pid;
 pub use netns::{create_network_namespace, remove_network_namespace};
 pub use spec::{
     ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_CGROUP_PARENT, MASKED_PATHS, ProcessUser,
-    READONLY_PATHS, SECCOMP_DENIED_SYSCALLS, Security, capabilities, cgroups_path, resolve_user,
+    READONLY_PATHS, SECCOMP_DENIED_SYSCALLS, Security, capabilities, cgroups_path,
+    host_capabilities, resolve_user,
 };
 pub use state::{
     BindMount, Container, ContainerConfig, ContainerState, NetworkMode, Resources, Status,

@@ -28,7 +28,7 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability Linux 6.x knows, for privileged containers and `ALL`.
+/// Every capability Linux 6.x knows, in kernel bit order, for privileged containers and `ALL`.
 pub const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -219,11 +219,44 @@ fn capability_name(name: &str) -> Result<String> {
     }
 }
 
+/// The capabilities in this process's bounding set, in [`ALL_CAPABILITIES`]
+/// order: what "every capability" can mean here (a runtime inside a container
+/// may lack some, such as `CAP_SYS_RESOURCE`); all of them if unreadable.
+pub fn host_capabilities() -> Vec<&'static str> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+            u64::from_str_radix(line.trim_start_matches("CapBnd:").trim(), 16).ok()
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// `wanted` as this process may set it: lowering `oom_score_adj` below our own
+/// needs `CAP_SYS_RESOURCE`, so without it the container keeps our value.
+fn settable_oom_score_adj(wanted: i32) -> i32 {
+    if host_capabilities().contains(&"CAP_SYS_RESOURCE") {
+        return wanted;
+    }
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    wanted.max(own)
+}
+
 /// The capability set Docker's `TweakCapabilities` computes: the defaults (or
-/// every one when privileged or `ALL` is added), less the dropped, plus the added.
-pub fn capabilities(security: &Security) -> Result<Vec<String>> {
+/// every one in `available` when privileged or `ALL` is added), less the
+/// dropped, plus the added.
+pub fn capabilities(security: &Security, available: &[&str]) -> Result<Vec<String>> {
     let is_all = |name: &String| name.trim().eq_ignore_ascii_case("ALL");
-    let everything = || ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let everything = || available.iter().map(|c| c.to_string()).collect();
     if security.privileged {
         return Ok(everything());
     }
@@ -256,7 +289,7 @@ pub(crate) fn build_spec(
 ) -> Result<Spec> {
     let security = &config.security;
     let privileged = security.privileged;
-    let caps = capabilities(security)?;
+    let caps = capabilities(security, &host_capabilities())?;
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "mount"}),
@@ -340,7 +373,7 @@ pub(crate) fn build_spec(
         process["user"]["additionalGids"] = json!(security.supplementary_groups);
     }
     if let Some(score) = security.oom_score_adj {
-        process["oomScoreAdj"] = json!(score.clamp(-1000, 1000));
+        process["oomScoreAdj"] = json!(settable_oom_score_adj(score.clamp(-1000, 1000)));
     }
     let mut linux = json!({
         "namespaces": namespaces,
@@ -508,7 +541,7 @@ mod tests {
             cap_add: vec!["net_admin".into()],
             ..Default::default()
         };
-        let caps = capabilities(&drop_chown).unwrap();
+        let caps = capabilities(&drop_chown, ALL_CAPABILITIES).unwrap();
         assert!(!caps.contains(&"CAP_CHOWN".to_owned()));
         assert!(caps.contains(&"CAP_NET_ADMIN".to_owned()));
         assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len());
@@ -518,7 +551,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            capabilities(&only_bind).unwrap(),
+            capabilities(&only_bind, ALL_CAPABILITIES).unwrap(),
             vec!["CAP_NET_BIND_SERVICE"]
         );
         let all_but_admin = Security {
@@ -527,14 +560,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            capabilities(&all_but_admin).unwrap().len(),
+            capabilities(&all_but_admin, ALL_CAPABILITIES)
+                .unwrap()
+                .len(),
             ALL_CAPABILITIES.len() - 1
         );
         let unknown = Security {
             cap_add: vec!["FLY".into()],
             ..Default::default()
         };
-        assert!(matches!(capabilities(&unknown), Err(Error::Spec(_))));
+        assert!(matches!(
+            capabilities(&unknown, ALL_CAPABILITIES),
+            Err(Error::Spec(_))
+        ));
 
         let mut config = config();
         config.security = drop_chown;
@@ -561,7 +599,7 @@ mod tests {
             Some(&[4000, 5000][..])
         );
         assert_ne!(process.no_new_privileges(), Some(true));
-        assert_eq!(process.oom_score_adj(), Some(-997));
+        assert_eq!(process.oom_score_adj(), Some(settable_oom_score_adj(-997)));
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.seccomp().is_some());
         assert_eq!(
@@ -575,7 +613,7 @@ mod tests {
         let mut config = config();
         config.security.privileged = true;
         let spec = spec_of(&config);
-        assert_eq!(bounding(&spec).len(), ALL_CAPABILITIES.len());
+        assert_eq!(bounding(&spec).len(), host_capabilities().len());
         let process = spec.process().as_ref().unwrap();
         assert_ne!(process.no_new_privileges(), Some(true));
         let linux = spec.linux().as_ref().unwrap();
