@@ -49,7 +49,7 @@ spec:
 
 /// `podCIDR via nodeIP` routes in `host`'s main table, as `ip route` prints them.
 fn pod_routes(host: &NetnsHost) -> Vec<String> {
-    host.ip(&["-4", "route", "show", "10.42.0.0/16"])
+    host.ip(&["-4", "route", "show", "root", "10.42.0.0/16"])
         .lines()
         .filter(|line| line.contains(" via "))
         .map(|line| {

@@ -45,30 +45,34 @@ pub async fn sync_peer_routes(
     let mut listed = false;
     let mut applied: Option<Vec<PeerRoute>> = None;
     loop {
-        tokio::select! {
+        let resync_due = tokio::select! {
             () = shutdown.cancelled() => return,
             event = events.next() => match event {
                 None => return,
-                Some(Ok(Event::InitDone)) => listed = true,
-                Some(Ok(_)) => {}
+                Some(Ok(event)) => {
+                    listed |= matches!(event, Event::InitDone);
+                    false
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "watching nodes for pod routes failed; retrying");
                     continue;
                 }
             },
-            _ = resync.tick() => applied = None,
-        }
+            _ = resync.tick() => true,
+        };
         if !listed {
             continue;
         }
         let nodes: Vec<Arc<Node>> = nodes.state();
         let wanted = peer_routes(nodes.iter().map(Arc::as_ref), &own_node);
-        if applied.as_ref() == Some(&wanted) {
+        if !resync_due && applied.as_ref() == Some(&wanted) {
             continue;
         }
         match network.set_peer_routes(&wanted).await {
             Ok(()) => {
-                tracing::info!(routes = ?wanted, "pod routes to other nodes updated");
+                if applied.as_ref() != Some(&wanted) {
+                    tracing::info!(routes = ?wanted, "pod routes to other nodes updated");
+                }
                 applied = Some(wanted);
             }
             Err(error) => {

@@ -336,7 +336,7 @@ impl ClusterHost {
         let port = API_PORT.to_string();
         let process = GantryProcess::start(
             host,
-            node_name,
+            node_name.clone(),
             node_ip,
             &[
                 "server",
@@ -348,9 +348,10 @@ impl ClusterHost {
                 &ip,
                 "--node-ip",
                 &ip,
+                "--node-name",
+                &node_name,
             ],
         );
-        let node_name = process.node_name.clone();
         process.wait_line("Serving on https://");
         let kubeconfig = process.root.path().join("server/admin.kubeconfig");
         let cluster = ClusterHost {

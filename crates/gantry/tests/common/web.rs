@@ -68,10 +68,11 @@ pub fn pods_of(cluster: &ClusterHost, app: &str) -> Vec<(String, String, String)
 }
 
 /// A pod on `node` that fetches each URL (retrying until it answers), prints
-/// `<url> <body>` per URL to its log, then idles.
+/// `<url> <body>` per URL to its log, then idles. (`timeout`, because Debian's
+/// busybox-static `wget -T` segfaults.)
 pub fn run_fetcher(cluster: &ClusterHost, name: &str, node: &str, urls: &[String]) {
     let script = format!(
-        "for url in {}; do until body=$(wget -qO- -T 2 $url); do sleep 1; done; echo \"$url $body\"; done; exec sleep 3600",
+        "for url in {}; do until body=$(timeout 3 wget -qO- $url); do sleep 1; done; echo \"$url $body\"; done; exec sleep 3600",
         urls.join(" ")
     );
     cluster.apply(&format!(
