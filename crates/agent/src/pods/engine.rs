@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use gantry_image::{Credentials, Image, ImageError, ImageStore, PullOptions};
 use gantry_runtime::{Container, Runtime, Status};
@@ -22,6 +24,21 @@ pub struct Engine {
     images: ImageStore,
     root: PathBuf,
     gantry: PathBuf,
+    listing: Arc<tokio::sync::Mutex<Option<Listing>>>,
+    /// Bumped after every call that may have changed containers, so a listing
+    /// taken while one ran is never kept.
+    changes: Arc<AtomicU64>,
+}
+
+/// How long one listing of the engine's containers answers every pod worker. Each
+/// worker looks at its pod's containers every second; without sharing, N pods
+/// would read N x N container state files a second.
+const LISTING_MAX_AGE: Duration = Duration::from_millis(300);
+
+/// The engine's containers by pod UID, as read at `taken`.
+struct Listing {
+    taken: Instant,
+    by_pod: Arc<BTreeMap<String, Vec<PodContainer>>>,
 }
 
 /// What an exec'd command printed and how it ended.
@@ -50,6 +67,8 @@ impl Engine {
             images: ImageStore::open(&config.engine_root)?,
             root: config.engine_root.clone(),
             gantry: config.shim.program.clone(),
+            listing: Arc::default(),
+            changes: Arc::default(),
         })
     }
 
@@ -60,42 +79,58 @@ impl Engine {
         work: impl FnOnce(&Runtime) -> gantry_runtime::Result<T> + Send + 'static,
     ) -> gantry_runtime::Result<T> {
         let runtime = self.runtime.clone();
-        tokio::task::spawn_blocking(move || work(&runtime))
+        let result = tokio::task::spawn_blocking(move || work(&runtime))
             .await
             .unwrap_or_else(|e| {
                 Err(gantry_runtime::Error::Spec(format!(
                     "engine task failed: {e}"
                 )))
-            })
+            });
+        // Any call may have changed containers: the next listing must be fresh.
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        *self.listing.lock().await = None;
+        result
     }
 
     /// Every container the agent created, grouped by pod UID, attempts in order.
     pub async fn pod_containers(
         &self,
-    ) -> gantry_runtime::Result<BTreeMap<String, Vec<PodContainer>>> {
-        let containers = self.blocking(|runtime| runtime.list()).await?;
-        let mut by_pod: BTreeMap<String, Vec<PodContainer>> = BTreeMap::new();
-        for container in containers {
-            let Some(name) = ContainerName::parse(&container.config.name) else {
-                continue;
-            };
-            by_pod
-                .entry(name.uid.clone())
-                .or_default()
-                .push(PodContainer {
-                    observed: observe(&container, name.attempt),
-                    name,
-                });
+    ) -> gantry_runtime::Result<Arc<BTreeMap<String, Vec<PodContainer>>>> {
+        let mut listing = self.listing.lock().await;
+        if let Some(fresh) = listing
+            .as_ref()
+            .filter(|l| l.taken.elapsed() < LISTING_MAX_AGE)
+        {
+            return Ok(fresh.by_pod.clone());
         }
-        for containers in by_pod.values_mut() {
-            containers.sort_by_key(|c| c.name.attempt);
-        }
+        let taken = Instant::now();
+        let changes_before = self.changes.load(Ordering::SeqCst);
+        let runtime = self.runtime.clone();
+        let containers = tokio::task::spawn_blocking(move || runtime.list())
+            .await
+            .unwrap_or_else(|e| {
+                Err(gantry_runtime::Error::Spec(format!(
+                    "engine task failed: {e}"
+                )))
+            })?;
+        let by_pod = Arc::new(group_by_pod(containers));
+        *listing = (self.changes.load(Ordering::SeqCst) == changes_before).then(|| Listing {
+            taken,
+            by_pod: by_pod.clone(),
+        });
         Ok(by_pod)
     }
+}
 
+impl Engine {
     /// The containers of the pod `uid`, attempts in order.
     pub async fn containers_of(&self, uid: &str) -> gantry_runtime::Result<Vec<PodContainer>> {
-        Ok(self.pod_containers().await?.remove(uid).unwrap_or_default())
+        Ok(self
+            .pod_containers()
+            .await?
+            .get(uid)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Finds an image according to the pull policy, pulling with `credentials`
@@ -168,6 +203,27 @@ impl Engine {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// Groups the containers the agent created (named `k8s_...`) by pod UID, attempts in order.
+fn group_by_pod(containers: Vec<Container>) -> BTreeMap<String, Vec<PodContainer>> {
+    let mut by_pod: BTreeMap<String, Vec<PodContainer>> = BTreeMap::new();
+    for container in containers {
+        let Some(name) = ContainerName::parse(&container.config.name) else {
+            continue;
+        };
+        by_pod
+            .entry(name.uid.clone())
+            .or_default()
+            .push(PodContainer {
+                observed: observe(&container, name.attempt),
+                name,
+            });
+    }
+    for containers in by_pod.values_mut() {
+        containers.sort_by_key(|c| c.name.attempt);
+    }
+    by_pod
 }
 
 fn observe(container: &Container, attempt: u32) -> Observed {
