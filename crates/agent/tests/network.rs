@@ -379,3 +379,129 @@ async fn pods_on_two_nodes_reach_each_other_over_host_gw_routes() {
     network_b.teardown().await.expect("teardown b");
     assert!(!node_a.ip(&["route", "show"]).contains("10.42.2.0/24"));
 }
+
+/// Creates Node `name` with `pod_cidr` and an InternalIP, as an agent and the node
+/// IPAM controller would leave it.
+async fn create_node(
+    nodes: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    name: &str,
+    pod_cidr: &str,
+    ip: &str,
+) {
+    let node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"podCIDR": pod_cidr},
+    }))
+    .expect("a Node");
+    nodes
+        .create(&kube::api::PostParams::default(), &node)
+        .await
+        .expect("create the node");
+    set_internal_ip(nodes, name, ip).await;
+}
+
+async fn set_internal_ip(
+    nodes: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    name: &str,
+    ip: &str,
+) {
+    let status =
+        serde_json::json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+    nodes
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status),
+        )
+        .await
+        .expect("set the node's address");
+}
+
+/// Waits until the host's gantry-owned pod routes are `want`; panics with the table.
+async fn wait_for_routes(host: &TestHost, want: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let table = host.ip(&["-4", "route", "show", "root", "10.42.0.0/16"]);
+        let mut routes: Vec<String> = table
+            .lines()
+            .filter(|line| line.contains(" via "))
+            .map(|line| {
+                line.split(" dev ")
+                    .next()
+                    .unwrap_or(line)
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        routes.sort();
+        if routes == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "routes {routes:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The agent's route sync against a real API server: routes appear for Nodes
+/// with a pod CIDR and an InternalIP, move when a Node's address changes, and go
+/// when the Node is deleted; the node's own CIDR is never routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_routes_follow_the_nodes() {
+    let host = TestHost::new("sync");
+    // Next hops must be on a link: a veth pair inside the host carries 10.99.0.0/24.
+    let (wire, wire_peer) = ("gsync0", "gsync1");
+    host.ip(&[
+        "link", "add", wire, "type", "veth", "peer", "name", wire_peer,
+    ]);
+    host.ip(&["addr", "add", "10.99.0.1/24", "dev", wire]);
+    host.ip(&["link", "set", wire, "up"]);
+    host.ip(&["link", "set", wire_peer, "up"]);
+    let network = std::sync::Arc::new(
+        host.network(host.config("sync", "10.42.1.0/24"))
+            .await
+            .expect("network"),
+    );
+    let api = gantry_apiserver::testing::TestServer::start();
+    let client = api.client().await;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    create_node(&nodes, "self", "10.42.1.0/24", "10.99.0.1").await;
+    create_node(&nodes, "b", "10.42.2.0/24", "10.99.0.2").await;
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sync = tokio::spawn(gantry_agent::network::sync_peer_routes(
+        client,
+        network.clone(),
+        "self".into(),
+        shutdown.clone(),
+    ));
+    wait_for_routes(&host, &["10.42.2.0/24 via 10.99.0.2"]).await;
+
+    create_node(&nodes, "c", "10.42.3.0/24", "10.99.0.3").await;
+    wait_for_routes(
+        &host,
+        &["10.42.2.0/24 via 10.99.0.2", "10.42.3.0/24 via 10.99.0.3"],
+    )
+    .await;
+
+    set_internal_ip(&nodes, "b", "10.99.0.4").await;
+    wait_for_routes(
+        &host,
+        &["10.42.2.0/24 via 10.99.0.4", "10.42.3.0/24 via 10.99.0.3"],
+    )
+    .await;
+
+    nodes
+        .delete("c", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete node c");
+    wait_for_routes(&host, &["10.42.2.0/24 via 10.99.0.4"]).await;
+
+    shutdown.cancel();
+    sync.await.expect("the route sync stops");
+    let network = std::sync::Arc::into_inner(network).expect("the sync released the network");
+    network.teardown().await.expect("teardown");
+    wait_for_routes(&host, &[]).await;
+}
