@@ -41,7 +41,7 @@ pub struct GlobalOptions {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libcgroups=error,libcontainer=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libcgroups=error,libcontainer=error,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
