@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     Toleration,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
 use kube::core::Selector;
@@ -304,11 +303,7 @@ struct DaemonSync<'a> {
 impl<'a> DaemonSync<'a> {
     fn new(context: &'a Context, ds: DaemonSet, namespace: &str) -> Result<Self, Error> {
         let name = ds.name_any();
-        let uid = ds
-            .metadata
-            .uid
-            .clone()
-            .ok_or_else(|| Error::MissingMetadata(name.clone(), "uid"))?;
+        let uid = workload::uid_of(&ds)?;
         let spec = ds.spec.clone().unwrap_or_default();
         let selector = workload::selector_of(&name, Some(&spec.selector))?;
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
@@ -357,17 +352,9 @@ impl<'a> DaemonSync<'a> {
         )))
     }
 
-    /// The pods this DaemonSet controls, oldest first, straight from the API server.
+    /// The pods this DaemonSet controls, oldest first.
     async fn owned_pods(&self) -> Result<Vec<Pod>, Error> {
-        let params = ListParams::default().labels(&self.selector.to_string());
-        let mut pods: Vec<Pod> = self
-            .pods
-            .list(&params)
-            .await?
-            .items
-            .into_iter()
-            .filter(|pod| workload::is_controlled_by(&pod.metadata, &self.uid))
-            .collect();
+        let mut pods = workload::owned_pods(&self.pods, &self.selector, &self.uid).await?;
         pods.sort_by_key(|pod| {
             let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
             (created, pod.name_any())
@@ -455,27 +442,17 @@ impl<'a> DaemonSync<'a> {
     /// tolerations and an affinity pinning it to the node.
     fn new_pod(&self, node: &str) -> Pod {
         let template = self.spec.template.clone();
-        let template_meta = template.metadata.unwrap_or_default();
-        let mut labels = template_meta.labels.unwrap_or_default();
+        let mut template_meta = template.metadata.unwrap_or_default();
+        let mut labels = template_meta.labels.take().unwrap_or_default();
         labels.insert(CONTROLLER_REVISION_HASH_LABEL.into(), self.hash.clone());
         if let Some(generation) = self.ds.metadata.generation {
             labels.insert(TEMPLATE_GENERATION_LABEL.into(), generation.to_string());
         }
         let mut spec = self.template_pod.spec.clone().unwrap_or_default();
         spec.affinity = Some(pinned_to(node, spec.affinity));
-        Pod {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}-", self.name)),
-                namespace: self.ds.namespace(),
-                labels: Some(labels),
-                annotations: template_meta.annotations,
-                finalizers: template_meta.finalizers,
-                owner_references: workload::controller_reference(&self.ds).map(|r| vec![r]),
-                ..Default::default()
-            },
-            spec: Some(spec),
-            status: None,
-        }
+        let mut pod = workload::owned_pod(&self.ds, template_meta, labels, spec);
+        pod.metadata.generate_name = Some(format!("{}-", self.name));
+        pod
     }
 
     async fn delete_pod(&self, pod: &str) -> Result<(), Error> {
@@ -523,6 +500,7 @@ impl<'a> DaemonSync<'a> {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{NodeSpec, PodCondition, PodSpec, PodStatus, Taint};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
 

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -206,11 +206,7 @@ struct SetSync<'a> {
 impl<'a> SetSync<'a> {
     fn new(context: &'a Context, set: StatefulSet, namespace: &str) -> Result<Self, Error> {
         let name = set.name_any();
-        let uid = set
-            .metadata
-            .uid
-            .clone()
-            .ok_or_else(|| Error::MissingMetadata(name.clone(), "uid"))?;
+        let uid = workload::uid_of(&set)?;
         let spec = set.spec.clone().unwrap_or_default();
         let selector = workload::selector_of(&name, Some(&spec.selector))?;
         let collisions = set.status.as_ref().and_then(|s| s.collision_count);
@@ -248,14 +244,8 @@ impl<'a> SetSync<'a> {
         )))
     }
 
-    /// The pods this StatefulSet controls, straight from the API server.
     async fn owned_pods(&self) -> Result<Vec<Pod>, Error> {
-        let params = ListParams::default().labels(&self.selector.to_string());
-        let pods = self.pods.list(&params).await?.items;
-        Ok(pods
-            .into_iter()
-            .filter(|pod| workload::is_controlled_by(&pod.metadata, &self.uid))
-            .collect())
+        workload::owned_pods(&self.pods, &self.selector, &self.uid).await
     }
 
     fn by_ordinal<'p>(&self, pods: &'p [Pod]) -> BTreeMap<i32, &'p Pod> {
@@ -385,9 +375,9 @@ impl<'a> SetSync<'a> {
     /// volumes of the same name.
     fn new_pod(&self, ordinal: i32) -> Pod {
         let template = self.spec.template.clone();
-        let template_meta = template.metadata.unwrap_or_default();
+        let mut template_meta = template.metadata.unwrap_or_default();
         let pod_name = format!("{}-{ordinal}", self.name);
-        let mut labels = template_meta.labels.unwrap_or_default();
+        let mut labels = template_meta.labels.take().unwrap_or_default();
         labels.insert(POD_NAME_LABEL.into(), pod_name.clone());
         labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
         labels.insert(
@@ -410,19 +400,9 @@ impl<'a> SetSync<'a> {
             volumes.retain(|existing| existing.name != volume.name);
             volumes.push(volume);
         }
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(pod_name),
-                namespace: self.set.namespace(),
-                labels: Some(labels),
-                annotations: template_meta.annotations,
-                finalizers: template_meta.finalizers,
-                owner_references: workload::controller_reference(&self.set).map(|r| vec![r]),
-                ..Default::default()
-            },
-            spec: Some(spec),
-            status: None,
-        }
+        let mut pod = workload::owned_pod(&self.set, template_meta, labels, spec);
+        pod.metadata.name = Some(pod_name);
+        pod
     }
 
     async fn delete_pod(&self, pod: &str) -> Result<(), Error> {

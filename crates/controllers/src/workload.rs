@@ -115,6 +115,56 @@ pub fn name_and_namespace<K: Resource<DynamicType = ()>>(
     Ok((name, namespace))
 }
 
+/// The uid of an object about to own what a controller creates.
+pub fn uid_of<K: Resource<DynamicType = ()>>(object: &K) -> Result<String, Error> {
+    let meta = object.meta();
+    meta.uid.clone().ok_or_else(|| {
+        let name = meta.name.clone().unwrap_or_default();
+        Error::MissingMetadata(name, "uid")
+    })
+}
+
+/// The pods `selector` selects that the object with `owner_uid` controls, straight
+/// from the API server (a cache could miss pods created a moment ago).
+pub async fn owned_pods(
+    pods: &kube::Api<Pod>,
+    selector: &Selector,
+    owner_uid: &str,
+) -> Result<Vec<Pod>, Error> {
+    let params = kube::api::ListParams::default().labels(&selector.to_string());
+    let listed = pods.list(&params).await?.items;
+    Ok(listed
+        .into_iter()
+        .filter(|pod| is_controlled_by(&pod.metadata, owner_uid))
+        .collect())
+}
+
+/// A pod of `owner` made from a template's metadata and a (completed) pod spec:
+/// the template's annotations and finalizers, `labels`, and `owner` as controller.
+/// The caller names it.
+pub fn owned_pod<K>(
+    owner: &K,
+    template_meta: ObjectMeta,
+    labels: BTreeMap<String, String>,
+    spec: k8s_openapi::api::core::v1::PodSpec,
+) -> Pod
+where
+    K: Resource<DynamicType = ()>,
+{
+    Pod {
+        metadata: ObjectMeta {
+            namespace: owner.meta().namespace.clone(),
+            labels: Some(labels),
+            annotations: template_meta.annotations,
+            finalizers: template_meta.finalizers,
+            owner_references: controller_reference(owner).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
 /// Whether a pod still counts towards its owner's replicas: not terminating and not
 /// finished (upstream's `FilterActivePods`).
 pub fn is_active(pod: &Pod) -> bool {
