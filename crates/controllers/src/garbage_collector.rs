@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
@@ -81,6 +82,8 @@ fn watched_kinds() -> Vec<Kind> {
         Kind::of::<Deployment>(true),
         Kind::of::<StatefulSet>(true),
         Kind::of::<DaemonSet>(true),
+        Kind::of::<Job>(true),
+        Kind::of::<CronJob>(true),
         Kind::of::<Service>(true),
         Kind::of::<Endpoints>(true),
         Kind::of::<EndpointSlice>(true),

@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -60,16 +60,16 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         client: client.clone(),
         recorder: EventRecorder::new(client.clone(), COMPONENT, None),
     });
-    Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(%err, "job controller");
             }
-        })
-        .await;
+        });
+    tokio::join!(controller, release_orphans(client, shutdown));
 }
 
 /// What every reconcile needs.
@@ -397,39 +397,9 @@ impl<'a> Sync<'a> {
         join_all(deletions).await.into_iter().flatten().collect()
     }
 
-    /// Removes the tracking finalizer from pods whose outcome is recorded. A JSON
-    /// patch that tests the entry first removes exactly that finalizer, whatever else
-    /// changed on the pod meanwhile.
+    /// Removes the tracking finalizer from pods whose outcome is recorded.
     async fn release_pods(&self, pods: impl Iterator<Item = &Pod>) -> Result<(), Error> {
-        let releases = pods.filter_map(|pod| {
-            let position = pod
-                .metadata
-                .finalizers
-                .iter()
-                .flatten()
-                .position(|f| f == TRACKING_FINALIZER)?;
-            let path = format!("/metadata/finalizers/{position}");
-            let patch: json_patch::Patch = serde_json::from_value(json!([
-                {"op": "test", "path": path, "value": TRACKING_FINALIZER},
-                {"op": "remove", "path": path},
-            ]))
-            .ok()?;
-            Some(async move {
-                let params = PatchParams::default();
-                match self
-                    .pods
-                    .patch(&pod.name_any(), &params, &Patch::<()>::Json(patch))
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    // Gone, or changed meanwhile: the next reconcile looks again.
-                    Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => {
-                        Ok(())
-                    }
-                    Err(err) => Err(Error::from(err)),
-                }
-            })
-        });
+        let releases = pods.map(|pod| release(&self.pods, pod));
         join_all(releases).await.into_iter().collect()
     }
 
@@ -517,6 +487,81 @@ impl<'a> Sync<'a> {
             .record(&object_reference(&self.job), event_type, reason, message)
             .await;
     }
+}
+
+/// Removes the tracking finalizer from one pod. A JSON patch that tests the entry
+/// first removes exactly that finalizer, whatever else changed on the pod meanwhile.
+async fn release(pods: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
+    let Some(position) = pod
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .position(|f| f == TRACKING_FINALIZER)
+    else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{position}");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": path, "value": TRACKING_FINALIZER},
+        {"op": "remove", "path": path},
+    ]))
+    .map_err(kube::Error::SerdeError)?;
+    let params = PatchParams::default();
+    match pods
+        .patch(&pod.name_any(), &params, &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone, or changed meanwhile: the next look finds it again.
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => Ok(()),
+        Err(err) => Err(Error::from(err)),
+    }
+}
+
+/// Releases pods whose Job is gone or going: the Job's reconcile no longer runs for
+/// them, and without this a deleted Job's pods would wait on the finalizer forever
+/// (upstream's orphan pod handling).
+async fn release_orphans(client: Client, shutdown: CancellationToken) {
+    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let mut pods = std::pin::pin!(pods);
+    loop {
+        let pod = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = pods.next() => match next {
+                Some(Ok(pod)) => pod,
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "watching job pods; retrying");
+                    continue;
+                }
+                None => return,
+            },
+        };
+        if !has_finalizer(&pod) || !workload::is_terminating(&pod.metadata) {
+            continue;
+        }
+        if let Err(err) = release_if_orphaned(&client, &pod).await {
+            tracing::warn!(pod = %pod.name_any(), %err, "releasing orphaned job pod");
+        }
+    }
+}
+
+async fn release_if_orphaned(client: &Client, pod: &Pod) -> Result<(), Error> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let owner = workload::controller_of(&pod.metadata).filter(|o| o.kind == "Job");
+    let job = match owner {
+        Some(owner) => Api::<Job>::namespaced(client.clone(), &namespace)
+            .get_opt(&owner.name)
+            .await?
+            .filter(|job| job.metadata.uid.as_deref() == Some(owner.uid.as_str())),
+        None => None,
+    };
+    if job.is_none_or(|job| workload::is_terminating(&job.metadata)) {
+        release(&Api::namespaced(client.clone(), &namespace), pod).await?;
+    }
+    Ok(())
 }
 
 /// Records each finished (or deleted) pod that still holds the tracking finalizer

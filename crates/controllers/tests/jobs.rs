@@ -361,3 +361,31 @@ async fn deadline_fails_and_ttl_deletes_the_job() {
     .await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_job_releases_and_removes_its_pods() {
+    let cluster = Cluster::start().await;
+    let pods = cluster.pods();
+    let created = cluster
+        .create(
+            json!({"parallelism": 2, "completions": 4, "template": template()}),
+            "doomed",
+        )
+        .await;
+    wait_for("two running pods", async || {
+        let running = pods_of(&pods, &created).await;
+        (running.iter().filter(|pod| is_active(pod)).count() == 2).then_some(())
+    })
+    .await;
+    cluster
+        .jobs()
+        .delete("doomed", &kube::api::DeleteParams::background())
+        .await
+        .expect("delete job");
+    // The garbage collector deletes the pods; the tracking finalizer must not hold them.
+    wait_for("pods gone", async || {
+        pods_of(&pods, &created).await.is_empty().then_some(())
+    })
+    .await;
+    cluster.stop().await;
+}
