@@ -248,7 +248,10 @@ async fn forbid_skips_while_a_job_is_active() {
             .then_some(())
     })
     .await;
-    assert_eq!(job_names(&jobs, "guarded").await, std::slice::from_ref(&first_job));
+    assert_eq!(
+        job_names(&jobs, "guarded").await,
+        std::slice::from_ref(&first_job)
+    );
     // Once the running Job finishes, the missed run starts.
     complete(&jobs, &first_job).await;
     wait_for_jobs(&jobs, "guarded", &[first_job, job_name("guarded", second)]).await;
