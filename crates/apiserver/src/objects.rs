@@ -648,7 +648,7 @@ fn prepare_for_create(
 
 /// Objects whose desired state is a spec count its changes in `generation`.
 fn tracks_generation(resource: &ResourceInfo) -> bool {
-    resource.group_version.group == "apps"
+    matches!(resource.group_version.group, "apps" | "batch")
         || matches!(
             resource.kind,
             "Pod" | "Service" | "PersistentVolumeClaim" | "PersistentVolume"
