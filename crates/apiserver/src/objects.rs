@@ -107,6 +107,9 @@ impl Objects {
         options: WriteOptions,
     ) -> Result<Value, ApiError> {
         prepare_for_create(resource, namespace, &mut object)?;
+        if resource.kind == "Pod" && resource.group_version.group.is_empty() {
+            self.admit_priority(&mut object).await?;
+        }
         defaulting::apply_defaults(resource, &mut object);
         validation::validate(resource, &object, None)?;
         let name = object_name(&object).to_string();
@@ -291,6 +294,61 @@ impl Objects {
         let mut object = decode(&previous)?.object;
         set_resource_version(&mut object, result.revision);
         Ok(object)
+    }
+
+    /// Priority admission: a pod's `priorityClassName` (or the global default
+    /// class) decides its `priority` and `preemptionPolicy`, which the scheduler
+    /// uses for ordering and preemption.
+    async fn admit_priority(&self, pod: &mut Value) -> Result<(), ApiError> {
+        let classes = registry::find("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priorityclasses are always registered");
+        let name = object_name(pod).to_string();
+        let forbidden = |message: String| {
+            ApiError::new(
+                Reason::Forbidden,
+                format!("pods \"{name}\" is forbidden: {message}"),
+            )
+        };
+        let requested = pod["spec"]["priorityClassName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        let class = match &requested {
+            Some(class_name) => match self.get(classes, None, class_name).await {
+                Ok(found) => Some(found.object),
+                Err(err) if err.reason == Reason::NotFound => {
+                    return Err(forbidden(format!(
+                        "no PriorityClass with name {class_name} was found"
+                    )));
+                }
+                Err(err) => return Err(err),
+            },
+            None => self
+                .list(&classes.key_prefix(), ListOptions::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|class| class["globalDefault"] == json!(true)),
+        };
+        let Some(class) = class else {
+            return Ok(());
+        };
+        let value = class["value"].as_i64().unwrap_or(0);
+        let spec = &mut pod["spec"];
+        if let Some(given) = spec["priority"].as_i64().filter(|given| *given != value) {
+            return Err(forbidden(format!(
+                "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+            )));
+        }
+        spec["priorityClassName"] = class["metadata"]["name"].clone();
+        spec["priority"] = json!(value);
+        if spec["preemptionPolicy"].is_null() {
+            spec["preemptionPolicy"] = class
+                .get("preemptionPolicy")
+                .cloned()
+                .unwrap_or_else(|| json!("PreemptLowerPriority"));
+        }
+        Ok(())
     }
 
     /// Namespace lifecycle admission: no new content in a namespace that is
@@ -986,5 +1044,68 @@ mod tests {
             .get(configmaps(), Some("default"), "owner")
             .await
             .expect("untouched");
+    }
+
+    fn pod(name: &str, spec: Value) -> Value {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c", "image": "busybox"}]);
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+    }
+
+    #[tokio::test]
+    async fn priority_comes_from_the_named_or_the_global_default_class() {
+        let (objects, _dir) = objects().await;
+        let pods = registry::find("", "v1", "pods").expect("pods");
+        let classes = registry::find("scheduling.k8s.io", "v1", "priorityclasses").expect("pc");
+        let create_pod = async |name: &str, spec: Value| {
+            objects
+                .create(
+                    pods,
+                    Some("default"),
+                    pod(name, spec),
+                    WriteOptions::default(),
+                )
+                .await
+        };
+        let plain = create_pod("plain", json!({})).await.expect("created");
+        assert_eq!(plain["spec"]["priority"], 0);
+        for (name, value, default) in [("high", 1000, false), ("everyday", 10, true)] {
+            let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "globalDefault": default,
+                "preemptionPolicy": "Never"});
+            objects
+                .create(classes, None, class, WriteOptions::default())
+                .await
+                .expect("class created");
+        }
+        let high = create_pod("high", json!({"priorityClassName": "high"}))
+            .await
+            .expect("created");
+        assert_eq!(high["spec"]["priority"], 1000);
+        assert_eq!(high["spec"]["preemptionPolicy"], "Never");
+        let defaulted = create_pod("defaulted", json!({})).await.expect("created");
+        assert_eq!(defaulted["spec"]["priority"], 10);
+        assert_eq!(defaulted["spec"]["priorityClassName"], "everyday");
+
+        let missing = create_pod("missing", json!({"priorityClassName": "nope"}))
+            .await
+            .expect_err("unknown class");
+        assert_eq!(missing.reason, Reason::Forbidden);
+        assert!(
+            missing
+                .message
+                .contains("no PriorityClass with name nope was found")
+        );
+        let mismatch = create_pod(
+            "mismatch",
+            json!({"priorityClassName": "high", "priority": 5}),
+        )
+        .await
+        .expect_err("priority given");
+        assert!(
+            mismatch.message.contains("computed 1000"),
+            "{}",
+            mismatch.message
+        );
     }
 }
