@@ -545,7 +545,7 @@ pub fn remove_engine_state(root: &Path) {
     if let Ok(runtime) = gantry_runtime::Runtime::open(root, shim_command(root)) {
         for container in runtime.list().unwrap_or_default() {
             let _ = runtime.remove(&container.config.id, true);
-            ids.push(container.config.id);
+            ids.push(gantry_runtime::cgroups_path(&container.config));
         }
     }
     for dir in [root.join("netns"), root.join("network/netns")] {
@@ -559,16 +559,27 @@ pub fn remove_engine_state(root: &Path) {
     unmount_below(root);
 }
 
-/// Removes the containers' cgroups (`/gantry/<id>` in every hierarchy) that the
-/// engine did not already release.
-fn remove_container_cgroups(ids: &[String]) {
+/// Removes the containers' cgroups (`/gantry/<id>`, or `<pod cgroup>/<id>` for
+/// pods) in every hierarchy that the engine did not already release, and the
+/// pod cgroups (`/kubepods/.../pod<uid>`) a killed agent left behind.
+fn remove_container_cgroups(paths: &[String]) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
     let hierarchies: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
-    for id in ids {
+    for path in paths {
+        let relative = Path::new(path.trim_start_matches('/'));
         for hierarchy in &hierarchies {
-            let _ = std::fs::remove_dir(hierarchy.join("gantry").join(id));
+            let _ = std::fs::remove_dir(hierarchy.join(relative));
+            let pod = relative.parent().filter(|parent| {
+                parent.starts_with("kubepods")
+                    && parent
+                        .file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with("pod"))
+            });
+            if let Some(pod) = pod {
+                let _ = std::fs::remove_dir(hierarchy.join(pod));
+            }
         }
     }
 }
