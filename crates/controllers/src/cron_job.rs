@@ -558,7 +558,7 @@ mod tests {
         assert_eq!(job_name("tick", at("1970-01-01T01:00:00Z")), "tick-60");
         assert_eq!(
             job_name("tick", at("2026-01-01T00:00:59Z")),
-            "tick-29452320"
+            "tick-29453760"
         );
     }
 
