@@ -51,6 +51,12 @@ pub struct AgentArgs {
     /// their routes to its pods) [default: the address of the default route].
     #[arg(long)]
     node_ip: Option<IpAddr>,
+    /// The cluster's pod range, as given to the server's `--cluster-cidr`.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// `bridge` (host-gw routes to the other nodes) or `none`, as on the server.
+    #[arg(long, value_enum, default_value_t = PodNetworkBackend::Bridge)]
+    pod_network: PodNetworkBackend,
 }
 
 /// How pods get their network.
@@ -346,6 +352,9 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
     );
     config.kubelet_port = args.kubelet_port;
     config.node_ip = args.node_ip;
+    if args.pod_network == PodNetworkBackend::Bridge {
+        config.pod_network = Some(PodNetworkSettings::new(args.cluster_cidr));
+    }
     if config.pod_network.is_some() {
         enable_cluster_dns(&mut config);
     }
