@@ -370,14 +370,7 @@ impl<'a> Sync<'a> {
         let deletions = pods.iter().map(|pod| async move {
             let name = pod.name_any();
             let params = DeleteParams {
-                preconditions: pod
-                    .metadata
-                    .uid
-                    .clone()
-                    .map(|uid| kube::api::Preconditions {
-                        uid: Some(uid),
-                        resource_version: None,
-                    }),
+                preconditions: workload::uid_precondition(&pod.metadata),
                 ..Default::default()
             };
             match self.pods.delete(&name, &params).await {

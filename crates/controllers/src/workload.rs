@@ -95,6 +95,14 @@ where
 }
 
 /// Whether deletion of the object has begun.
+/// Deletes only the object this UID names, never a namesake created since it was read.
+pub fn uid_precondition(meta: &ObjectMeta) -> Option<kube::api::Preconditions> {
+    meta.uid.clone().map(|uid| kube::api::Preconditions {
+        uid: Some(uid),
+        resource_version: None,
+    })
+}
+
 pub fn is_terminating(meta: &ObjectMeta) -> bool {
     meta.deletion_timestamp.is_some()
 }

@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -701,10 +701,7 @@ impl<'a> Rollout<'a> {
                 continue;
             }
             let params = DeleteParams {
-                preconditions: rs.metadata.uid.clone().map(|uid| Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
+                preconditions: workload::uid_precondition(&rs.metadata),
                 ..DeleteParams::background()
             };
             match self.replica_sets.delete(&rs.name_any(), &params).await {
