@@ -18,7 +18,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{KUBECTL, wait_for};
+use super::{KUBECTL, run_kubectl, succeeded, wait_for};
 
 /// How long a stopped `gantry` process gets to exit after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -409,47 +409,20 @@ impl ClusterHost {
 
     /// Runs kubectl as admin inside the host with `input` on its stdin.
     pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut child = self
-            .host()
-            .command(KUBECTL)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        if let Some(input) = input {
-            stdin
-                .write_all(input.as_bytes())
-                .expect("kubectl reads stdin");
-        }
-        drop(stdin);
-        child.wait_with_output().expect("kubectl finishes")
+        let mut command = self.host().command(KUBECTL);
+        command.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        run_kubectl(command, input)
     }
 
     /// Runs kubectl, requires success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&format!("kubectl {args:?}"), self.kubectl(args))
     }
 
     /// `kubectl apply -f -` with `manifest`, requiring success.
     pub fn apply(&self, manifest: &str) -> String {
         let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(manifest));
-        assert!(
-            out.status.success(),
-            "apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded("apply", out)
     }
 
     /// Runs a command as the host itself (e.g. `wget` against a pod IP).

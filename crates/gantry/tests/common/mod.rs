@@ -84,44 +84,22 @@ impl Server {
     }
 
     pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut child = Command::new(KUBECTL)
+        let mut command = Command::new(KUBECTL);
+        command
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        if let Some(input) = input {
-            stdin
-                .write_all(input.as_bytes())
-                .expect("kubectl reads stdin");
-        }
-        drop(stdin);
-        child.wait_with_output().expect("kubectl finishes")
+            .args(args);
+        run_kubectl(command, input)
     }
 
     /// Runs kubectl, requires success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&format!("kubectl {args:?}"), self.kubectl(args))
     }
 
     pub fn apply(&self, manifest: &str) -> String {
         let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(manifest));
-        assert!(
-            out.status.success(),
-            "apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded("apply", out)
     }
 
     /// Stops the server abruptly and hands back its data directory.
@@ -137,6 +115,34 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs a prepared kubectl `command` with `input` on its stdin; collects its output.
+pub fn run_kubectl(mut command: Command, input: Option<&str>) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    if let Some(input) = input {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("kubectl reads stdin");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("kubectl finishes")
+}
+
+/// Requires `out` (of `what`) to be a success and returns its stdout.
+pub fn succeeded(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
