@@ -2,10 +2,8 @@
 //! marking pods Running and Ready; a watch records every pod change so ordering is
 //! asserted on what the server actually saw.
 
-#[path = "common/test_kubelet.rs"]
-mod test_kubelet;
-#[path = "common/workloads.rs"]
-mod workloads;
+use crate::common::test_kubelet;
+use crate::common::workloads;
 
 use std::time::Duration;
 

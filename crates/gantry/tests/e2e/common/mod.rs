@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod agent_node;
+pub mod fake_kubelet;
 pub mod hosts;
 pub mod web;
 

@@ -3,7 +3,7 @@
 //! spread one per node reach each other by pod IP over the host-gw routes the agents
 //! keep between the nodes' pod CIDRs, and a node that leaves loses its routes.
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

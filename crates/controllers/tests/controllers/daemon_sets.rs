@@ -1,10 +1,8 @@
 //! The DaemonSet controller against a real API server with fake nodes (Node objects
 //! written by the test): which nodes get a pod as nodes come, go and are tainted.
 
-#[path = "common/test_kubelet.rs"]
-mod test_kubelet;
-#[path = "common/workloads.rs"]
-mod workloads;
+use crate::common::test_kubelet;
+use crate::common::workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
 

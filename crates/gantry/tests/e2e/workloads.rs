@@ -3,7 +3,7 @@
 //! patching pod status, so `kubectl get` and `kubectl rollout status` see the
 //! controllers' work as they would on a real cluster.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! these tests cover the server's protobuf decoding end to end: each asserts
 //! kubectl's printed line and reads the object back as JSON.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

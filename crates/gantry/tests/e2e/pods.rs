@@ -2,7 +2,7 @@
 //! they run on the container engine, report status, restart, run probes and
 //! hooks, and go away gracefully.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

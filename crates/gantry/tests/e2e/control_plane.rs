@@ -3,9 +3,8 @@
 //! by the real kubectl. Placement, rollout, rollback, node loss and deletion are
 //! checked end to end, the way an operator would see them.
 
-mod common;
-#[path = "common/fake_kubelet.rs"]
-mod fake_kubelet;
+use crate::common;
+use crate::common::fake_kubelet;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

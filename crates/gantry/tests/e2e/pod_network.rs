@@ -3,7 +3,7 @@
 //! pod CIDR, the host reaches them, they reach each other, and their traffic to
 //! machines outside the cluster is masqueraded behind the node's address.
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `kubectl logs` end to end: the real kubectl asks the API server, which finds the
 //! pod's node and relays the node agent's kubelet API (`/containerLogs`) back.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

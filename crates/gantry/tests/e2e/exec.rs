@@ -2,7 +2,7 @@
 //! (`v5.channel.k8s.io`) to the API server, which authorizes it and splices it to the
 //! node agent's kubelet API, which runs the command in the container.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

@@ -5,7 +5,7 @@
 //! kubelet-managed /etc files are right, and a claim bound by the controller
 //! manager's binder mounts its PersistentVolume's host path.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! data directory, drives it with `/usr/bin/kubectl`, and asserts what
 //! kubectl prints.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! the node's address; readiness takes a pod out of rotation; ExternalName and
 //! headless Services resolve; a Service without endpoints fails at once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

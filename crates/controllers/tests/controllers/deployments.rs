@@ -1,8 +1,7 @@
 //! The ReplicaSet and Deployment controllers against a real API server, with a
 //! stand-in kubelet marking pods Ready and the real kubectl driving `rollout`.
 
-#[path = "common/test_kubelet.rs"]
-mod test_kubelet;
+use crate::common::test_kubelet;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Output;
