@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod attach;
 mod netns;
 mod shim;
 mod spec;
@@ -32,7 +33,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+pub use attach::{AttachFrame, FRAME_HEADER_LEN, FrameError, MAX_PAYLOAD};
 pub use netns::{create_network_namespace, remove_network_namespace};
+pub use tty::{receive_terminal, set_terminal_size};
 pub use spec::{
     ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_CGROUP_PARENT, MASKED_PATHS, ProcessUser,
     READONLY_PATHS, SECCOMP_DENIED_SYSCALLS, Security, capabilities, cgroups_path,
@@ -169,8 +172,11 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     /// Give the process a pseudo-terminal.
     pub tty: bool,
-    /// Keep stdin open for [`Runtime::attach_stdin`].
+    /// Keep stdin open for [`Runtime::attach_stdin`] and [`Runtime::attach`].
     pub open_stdin: bool,
+    /// Close stdin once the first attached client's stdin ends (Kubernetes'
+    /// `stdinOnce`, for `kubectl run -i`); ignored with a terminal.
+    pub stdin_once: bool,
     /// Initial terminal size as (rows, columns).
     pub console_size: Option<(u16, u16)>,
     /// The cgroup to create the container's under (Docker's `--cgroup-parent`,
@@ -197,6 +203,10 @@ pub struct ExecOptions {
     pub tty: bool,
     /// Initial terminal size as (rows, columns).
     pub console_size: Option<(u16, u16)>,
+    /// With `tty`, send the terminal's master to this unix socket (as runc's
+    /// `--console-socket`) instead of relaying it: the listener (the node agent)
+    /// then relays and resizes it itself.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// One record of a container's output.
@@ -290,6 +300,7 @@ impl Runtime {
             auto_remove: options.auto_remove,
             tty: options.tty,
             open_stdin: options.open_stdin,
+            stdin_once: options.stdin_once,
             console_size: options.console_size,
             cgroup_parent: options.cgroup_parent,
             security: options.security,
@@ -642,7 +653,13 @@ impl Runtime {
                 if let Some((rows, cols)) = options.console_size {
                     tty::set_window_size(&master, rows, cols);
                 }
-                Some(tty::relay_terminal(master, options.interactive)?)
+                match &options.console_socket {
+                    Some(path) => {
+                        tty::send_terminal(path, &master)?;
+                        None
+                    }
+                    None => Some(tty::relay_terminal(master, options.interactive)?),
+                }
             }
             None => None,
         };
@@ -672,7 +689,7 @@ impl Runtime {
             )));
         }
         let path = self.dir(&container.config.id).attach_socket();
-        std::os::unix::net::UnixStream::connect(&path).map_err(|e| Error::io(&path, e))
+        attach::connect(&path).map_err(|e| Error::io(&path, e))
     }
 
     /// Log records from byte `offset` of the container's log; returns them and

@@ -1,6 +1,7 @@
 //! The per-container monitor (Gantry's containerd-shim): it starts the container,
-//! owns its stdout/stderr and writes them to the log, reaps it, records how it
-//! ended, and releases its mount and cgroup. It outlives the CLI that started it.
+//! owns its stdio (writing the output to the log and serving it, with stdin and
+//! the terminal, on the stdio socket of [`crate::attach`]), reaps it, records how
+//! it ended, and releases its mount and cgroup. It outlives the CLI that started it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -19,6 +20,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::attach::{self, OutputStream, StdioHub};
 use crate::spec::{EtcFiles, build_spec, cgroups_path, resolve_user};
 use crate::state::{ContainerConfig, ContainerDir, NetworkMode, Status};
 use crate::{Error, Result, netns, tty};
@@ -62,12 +64,31 @@ pub(crate) fn run(root: &Path, id: &str) -> Result<()> {
         let _ = pump.join();
     }
     unmount_rootfs(&dir);
-    finish(&dir, &config, exit_code, oom_killed, None)
+    let finished = finish(&dir, &config, exit_code, oom_killed, None);
+    // Attached clients see the end of the output once the exit is on record.
+    launched.hub.close();
+    finished
 }
 
 struct Launched {
     pid: Pid,
     pumps: Vec<JoinHandle<()>>,
+    hub: Arc<StdioHub>,
+}
+
+/// Opens the container's stdio socket (and, with stdin open, the CLI's raw
+/// stdin socket) before the process starts, so no output is published unseen
+/// by a client that connects as soon as the container runs.
+fn serve_stdio(dir: &ContainerDir, config: &ContainerConfig, hub: &Arc<StdioHub>) -> Result<()> {
+    let stdio_path = dir.path.join(attach::STDIO_SOCKET);
+    let _ = fs::remove_file(&stdio_path);
+    hub.serve(attach::bind(&stdio_path).map_err(|e| Error::io(&stdio_path, e))?);
+    if config.open_stdin {
+        let raw_path = dir.attach_socket();
+        let _ = fs::remove_file(&raw_path);
+        hub.serve_raw_stdin(attach::bind(&raw_path).map_err(|e| Error::io(&raw_path, e))?);
+    }
+    Ok(())
 }
 
 fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> Result<Launched> {
@@ -83,13 +104,6 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
         .map_err(|e| Error::Spec(e.to_string()))?;
 
     fs::create_dir_all(runtime_root).map_err(|e| Error::io(runtime_root, e))?;
-    let attach_path = dir.attach_socket();
-    let _ = fs::remove_file(&attach_path);
-    let attach = if config.open_stdin {
-        Some(UnixListener::bind(&attach_path).map_err(|e| Error::io(&attach_path, e))?)
-    } else {
-        None
-    };
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -98,7 +112,7 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
     let log = Arc::new(Mutex::new(log));
     let builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
         .with_root_path(runtime_root)?;
-    let (mut container, pumps) = if config.tty {
+    let (mut container, hub, outputs) = if config.tty {
         // Short, outside the container dir: unix socket paths must fit in 108 bytes.
         let console_path =
             std::env::temp_dir().join(format!("gantry-console-{}.sock", &config.id[..12]));
@@ -116,26 +130,25 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
         if let Some((rows, cols)) = config.console_size {
             tty::set_window_size(&master, rows, cols);
         }
-        if let Some(listener) = attach {
-            let input = master
-                .try_clone()
-                .map_err(|e| Error::io(&console_path, e))?;
-            tty::serve_stdin(listener, File::from(input), false);
-        }
-        (container, vec![pump(master, "stdout", log, true)])
+        let clone = || master.try_clone().map_err(|e| Error::io(&console_path, e));
+        let stdin = if config.open_stdin {
+            Some(File::from(clone()?))
+        } else {
+            None
+        };
+        let hub = StdioHub::new(stdin, Some(clone()?), config.stdin_once);
+        (container, hub, vec![(master, OutputStream::Stdout)])
     } else {
         let (stdout_r, stdout_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
         let (stderr_r, stderr_w) = nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
-        let builder = match attach {
-            Some(listener) => {
-                let (stdin_r, stdin_w) =
-                    nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
-                tty::serve_stdin(listener, File::from(stdin_w), true);
-                builder.with_stdin(stdin_r)
-            }
-            None => builder.with_stdin(
-                File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?,
-            ),
+        let (builder, stdin) = if config.open_stdin {
+            let (stdin_r, stdin_w) =
+                nix::unistd::pipe().map_err(|e| Error::io(&bundle, e.into()))?;
+            (builder.with_stdin(stdin_r), Some(File::from(stdin_w)))
+        } else {
+            let dev_null =
+                File::open("/dev/null").map_err(|e| Error::io(Path::new("/dev/null"), e))?;
+            (builder.with_stdin(dev_null), None)
         };
         let container = builder
             .with_stdout(stdout_w)
@@ -145,14 +158,19 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
             .with_systemd(false)
             .with_detach(true)
             .build()?;
-        (
-            container,
-            vec![
-                pump(stdout_r, "stdout", log.clone(), false),
-                pump(stderr_r, "stderr", log, false),
-            ],
-        )
+        let hub = StdioHub::new(stdin, None, config.stdin_once);
+        let outputs = vec![
+            (stdout_r, OutputStream::Stdout),
+            (stderr_r, OutputStream::Stderr),
+        ];
+        (container, hub, outputs)
     };
+    let hub = Arc::new(hub);
+    serve_stdio(dir, config, &hub)?;
+    let pumps = outputs
+        .into_iter()
+        .map(|(reader, stream)| pump(reader, stream, log.clone(), config.tty, hub.clone()))
+        .collect();
     let pid = container
         .pid()
         .ok_or_else(|| Error::Spec("libcontainer reported no pid".into()))?;
@@ -171,17 +189,23 @@ fn launch(dir: &ContainerDir, config: &ContainerConfig, runtime_root: &Path) -> 
     state.oom_killed = false;
     state.error = None;
     dir.write_state(&state)?;
-    Ok(Launched { pid, pumps })
+    Ok(Launched { pid, pumps, hub })
 }
 
 /// Copies one output stream of the container into the log, a line per record
-/// (on a terminal, whatever each read returns, so prompts show up at once).
+/// (on a terminal, whatever each read returns, so prompts show up at once),
+/// and to the attached clients as it comes.
 fn pump(
     reader: OwnedFd,
-    stream: &'static str,
+    stream: OutputStream,
     log: Arc<Mutex<File>>,
     unbuffered: bool,
+    hub: Arc<StdioHub>,
 ) -> JoinHandle<()> {
+    let stream_name = match stream {
+        OutputStream::Stdout => "stdout",
+        OutputStream::Stderr => "stderr",
+    };
     std::thread::spawn(move || {
         let mut reader = File::from(reader);
         let mut pending: Vec<u8> = Vec::new();
@@ -191,18 +215,19 @@ fn pump(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            hub.publish(stream, &buf[..n]);
             pending.extend_from_slice(&buf[..n]);
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                write_log_line(&log, stream, &line);
+                write_log_line(&log, stream_name, &line);
             }
             if unbuffered || pending.len() >= 16 * 1024 {
-                write_log_line(&log, stream, &pending);
+                write_log_line(&log, stream_name, &pending);
                 pending.clear();
             }
         }
         if !pending.is_empty() {
-            write_log_line(&log, stream, &pending);
+            write_log_line(&log, stream_name, &pending);
         }
     })
 }

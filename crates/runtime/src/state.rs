@@ -88,6 +88,10 @@ pub struct ContainerConfig {
     /// Keep stdin open for attach clients (`-i`).
     #[serde(default)]
     pub open_stdin: bool,
+    /// Close stdin after the first attach client's stdin ends (Kubernetes'
+    /// `stdinOnce`); without a terminal only.
+    #[serde(default)]
+    pub stdin_once: bool,
     /// Initial terminal size as (rows, columns).
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,

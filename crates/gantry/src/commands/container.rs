@@ -176,6 +176,10 @@ pub struct ExecArgs {
     /// Working directory inside the container.
     #[arg(short, long)]
     workdir: Option<String>,
+    /// With -t, send the terminal to this unix socket instead of relaying it
+    /// (runc's --console-socket; the node agent relays and resizes it).
+    #[arg(long, hide = true, requires = "tty")]
+    console_socket: Option<PathBuf>,
     container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     command: Vec<String>,
@@ -551,6 +555,7 @@ fn exec(runtime: &Runtime, args: ExecArgs) -> anyhow::Result<()> {
             interactive: args.interactive,
             tty: args.tty,
             console_size: args.tty.then(terminal_size).flatten(),
+            console_socket: args.console_socket,
         },
     );
     drop(raw);
