@@ -354,9 +354,8 @@ fn run_agent(args: AgentArgs, global: &GlobalOptions) -> anyhow::Result<()> {
     config.node_ip = args.node_ip;
     if args.pod_network == PodNetworkBackend::Bridge {
         config.pod_network = Some(PodNetworkSettings::new(args.cluster_cidr));
-    }
-    if config.pod_network.is_some() {
         enable_cluster_dns(&mut config);
+        config.proxy = Some(ProxySettings::new(args.cluster_cidr));
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

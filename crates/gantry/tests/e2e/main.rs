@@ -17,4 +17,5 @@ mod pod_network;
 mod pod_volumes;
 mod pods;
 mod services;
+mod services_multi_node;
 mod workloads;

@@ -13,6 +13,7 @@ use tempfile::TempDir;
 pub mod agent_node;
 pub mod fake_kubelet;
 pub mod hosts;
+pub mod services;
 pub mod web;
 
 pub const KUBECTL: &str = "/usr/bin/kubectl";
