@@ -9,6 +9,8 @@
 pub mod attach;
 pub mod exec;
 pub mod logs;
+pub mod port_forward;
+pub mod spdy;
 pub mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -191,6 +193,15 @@ fn router(logs: logs::LogService, streams: exec::StreamService) -> Router {
         .route(
             "/attach/{namespace}/{pod}/{container}",
             get(attach::attach).post(attach::attach),
+        )
+        // The kubelet's path, and the API server relay's lowercase one.
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(port_forward::port_forward).post(port_forward::port_forward),
+        )
+        .route(
+            "/portforward/{namespace}/{pod}",
+            get(port_forward::port_forward).post(port_forward::port_forward),
         )
         .with_state(streams);
     Router::new()
