@@ -362,6 +362,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         stored: true,
     },
     ResourceInfo {
+        group_version: APPS_V1,
+        kind: "ControllerRevision",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+        subresources: &[],
+        stored: true,
+    },
+    ResourceInfo {
         group_version: COORDINATION_V1,
         kind: "Lease",
         plural: "leases",

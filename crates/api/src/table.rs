@@ -146,6 +146,7 @@ fn printer_for(kind: &str) -> Printer {
         "ReplicaSet" => (REPLICA_SET_COLUMNS, replica_set_cells),
         "StatefulSet" => (STATEFUL_SET_COLUMNS, stateful_set_cells),
         "DaemonSet" => (DAEMON_SET_COLUMNS, daemon_set_cells),
+        "ControllerRevision" => (CONTROLLER_REVISION_COLUMNS, controller_revision_cells),
         "Service" => (SERVICE_COLUMNS, service_cells),
         "Namespace" => (NAMESPACE_COLUMNS, namespace_cells),
         "Node" => (NODE_COLUMNS, node_cells),
@@ -1354,6 +1355,45 @@ fn node_cells(object: &Value, now: SystemTime) -> Vec<Value> {
     ]
 }
 
+const CONTROLLER_REVISION_COLUMNS: &[Column] = &[
+    NAME,
+    col("Controller", "string", "Controller of the object"),
+    col(
+        "Revision",
+        "string",
+        "Revision indicates the revision of the state represented by Data.",
+    ),
+    AGE,
+];
+
+/// `printControllerRevision`: the owning controller as `kind.group/name`.
+fn controller_revision_cells(object: &Value, now: SystemTime) -> Vec<Value> {
+    let controller = array_at(object, "/metadata/ownerReferences")
+        .iter()
+        .find(|owner| owner.get("controller").and_then(Value::as_bool) == Some(true))
+        .map_or_else(|| "<none>".to_string(), controller_name);
+    vec![
+        name(object),
+        json!(controller),
+        json!(int_at(object, "/revision")),
+        creation_age(object, now),
+    ]
+}
+
+/// `formatResourceName` of an owner reference: `statefulset.apps/web`.
+fn controller_name(owner: &Value) -> String {
+    let kind = str_at(owner, "/kind").to_lowercase();
+    let group = str_at(owner, "/apiVersion")
+        .rsplit_once('/')
+        .map_or("", |(group, _)| group);
+    let name = str_at(owner, "/name");
+    if group.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}.{group}/{name}")
+    }
+}
+
 const LEASE_COLUMNS: &[Column] = &[
     NAME,
     col(
@@ -1887,6 +1927,18 @@ mod tests {
                 json!("WaitForFirstConsumer"),
                 json!(false)
             ]
+        );
+        let revision = json!({"metadata": {"name": "web-7c9d", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "uid": "u", "controller": true}]},
+            "revision": 3});
+        assert_eq!(
+            cells("apps/v1", "ControllerRevision", revision)[..3],
+            [json!("web-7c9d"), json!("statefulset.apps/web"), json!(3)]
+        );
+        let orphan = json!({"metadata": {"name": "web-7c9d"}, "revision": 1});
+        assert_eq!(
+            cells("apps/v1", "ControllerRevision", orphan)[1],
+            json!("<none>")
         );
         let pc = json!({"metadata": {"name": "system-node-critical"}, "value": 2_000_001_000, "preemptionPolicy": "PreemptLowerPriority"});
         let row = cells("scheduling.k8s.io/v1", "PriorityClass", pc);

@@ -174,6 +174,7 @@ fn check_structure(resource: &ResourceInfo, object: &Value) -> Result<(), ApiErr
         "ReplicaSet" => decode::<apps::ReplicaSet>(object),
         "StatefulSet" => decode::<apps::StatefulSet>(object),
         "DaemonSet" => decode::<apps::DaemonSet>(object),
+        "ControllerRevision" => decode::<apps::ControllerRevision>(object),
         "Lease" => decode::<coordination::Lease>(object),
         "EndpointSlice" => decode::<discovery::EndpointSlice>(object),
         "Job" => decode::<batch::Job>(object),
@@ -461,6 +462,7 @@ fn validate_kind(kind: &str, object: &Value, old: Option<&Value>, errors: &mut E
         "PersistentVolume" => validate_pv(spec, errors),
         "EndpointSlice" => validate_endpoint_slice(object, old, errors),
         "Lease" => validate_lease(spec, errors),
+        "ControllerRevision" => validate_controller_revision(object, old, errors),
         "Job" => {
             validate_job_spec(spec, "spec", errors);
             if let Some(old_spec) = old_spec {
@@ -1768,6 +1770,28 @@ fn validate_event(event: &Value, errors: &mut Errors) {
     }
 }
 
+/// `ValidateControllerRevision(Update)`: a revision must carry data, its
+/// number is never negative, and the data it recorded never changes (the
+/// controllers bump `revision` to reuse one, which stays allowed).
+fn validate_controller_revision(object: &Value, old: Option<&Value>, errors: &mut Errors) {
+    let data = object.get("data").filter(|d| !d.is_null());
+    if data.is_none() {
+        errors.required_with("data", "data is mandatory");
+    }
+    if let Some(revision) = object
+        .get("revision")
+        .and_then(Value::as_i64)
+        .filter(|r| *r < 0)
+    {
+        errors.invalid_raw("revision", revision, "must be greater than or equal to 0");
+    }
+    if let Some(old) = old
+        && data != old.get("data").filter(|d| !d.is_null())
+    {
+        errors.immutable("data", data.unwrap_or(&Value::Null));
+    }
+}
+
 fn validate_lease(spec: &Value, errors: &mut Errors) {
     if let Some(seconds) = spec
         .get("leaseDurationSeconds")
@@ -2318,6 +2342,30 @@ mod tests {
             fields(check("v1", "Binding", binding, None)),
             ["target.name"]
         );
+    }
+
+    #[test]
+    fn controller_revisions_keep_their_data() {
+        let revision = |number: i64, image: &str| {
+            json!({"metadata": {"name": "web-5d8f", "namespace": "default"}, "revision": number,
+                "data": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}, "$patch": "replace"}}}})
+        };
+        let check_revision =
+            |object: Value, old: Option<Value>| check("apps/v1", "ControllerRevision", object, old);
+        check_revision(revision(1, "a"), None).expect("valid revision");
+        check_revision(revision(3, "a"), Some(revision(1, "a")))
+            .expect("the revision number may be bumped");
+        assert_eq!(
+            fields(check_revision(revision(1, "b"), Some(revision(1, "a")))),
+            ["data"]
+        );
+        assert_eq!(
+            fields(check_revision(revision(-1, "a"), None)),
+            ["revision"]
+        );
+        let mut without_data = revision(1, "a");
+        without_data.as_object_mut().expect("object").remove("data");
+        assert_eq!(fields(check_revision(without_data, None)), ["data"]);
     }
 
     fn base64_of(bytes: &[u8]) -> String {

@@ -9,13 +9,15 @@
 //! [`plan`]s the creations and deletions (a pure function, unit-tested), carries them
 //! out, and writes a status computed from a fresh listing. A template change rolls out
 //! by deleting old pods within `maxUnavailable` (RollingUpdate) or never (OnDelete).
+//! Every template the set has had is a ControllerRevision (see [`crate::revisions`]),
+//! whose hash its pods carry in the `controller-revision-hash` label.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     Toleration,
@@ -33,6 +35,7 @@ use gantry_scheduler::filters::node_affinity;
 use gantry_scheduler::labels::tolerated;
 
 use crate::deployment::pod_template_hash;
+use crate::revisions::{self, History, Revisions};
 use crate::workload::{self, CONTROLLER_REVISION_HASH_LABEL, Context, Error};
 
 /// The component name on this controller's Events.
@@ -82,7 +85,12 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
 
 async fn reconcile(cached: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, Error> {
     match context.latest(cached.as_ref()).await? {
-        Some((ds, namespace)) => DaemonSync::new(&context, ds, &namespace)?.run().await,
+        Some((ds, namespace)) => {
+            DaemonSync::load(&context, ds, &namespace)
+                .await?
+                .run()
+                .await
+        }
         None => Ok(Action::await_change()),
     }
 }
@@ -294,20 +302,38 @@ struct DaemonSync<'a> {
     name: String,
     uid: String,
     selector: Selector,
+    /// The hash of the current template's revision, which its pods carry.
     hash: String,
+    /// The set's revisions, synced with its template.
+    revisions: Revisions,
     /// The template as a pod with the default tolerations: what eligibility is judged on.
     template_pod: Pod,
     pods: Api<Pod>,
 }
 
 impl<'a> DaemonSync<'a> {
-    fn new(context: &'a Context, ds: DaemonSet, namespace: &str) -> Result<Self, Error> {
+    /// Reads what a reconcile needs and brings the set's revision history up to
+    /// date with its template (upstream's `constructHistory`).
+    async fn load(context: &'a Context, ds: DaemonSet, namespace: &str) -> Result<Self, Error> {
         let name = ds.name_any();
         let uid = workload::uid_of(&ds)?;
         let spec = ds.spec.clone().unwrap_or_default();
         let selector = workload::selector_of(&name, Some(&spec.selector))?;
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
-        let hash = pod_template_hash(&spec.template, collisions);
+        let history = History::new(
+            context.client.clone(),
+            namespace,
+            &ds,
+            &uid,
+            &spec.template,
+            &selector,
+            CONTROLLER_REVISION_HASH_LABEL,
+        );
+        let revisions = history.sync(collisions).await?;
+        let hash = revisions::daemon_hash_of(&revisions.update).map_or_else(
+            || pod_template_hash(&spec.template, revisions.collision_count),
+            str::to_string,
+        );
         let mut template_spec = spec.template.spec.clone().unwrap_or_default();
         template_spec.tolerations = Some(with_default_tolerations(template_spec.tolerations));
         let template_pod = Pod {
@@ -323,6 +349,7 @@ impl<'a> DaemonSync<'a> {
             uid,
             selector,
             hash,
+            revisions,
             template_pod,
         })
     }
@@ -346,10 +373,36 @@ impl<'a> DaemonSync<'a> {
         if Some(&status) != self.ds.status.as_ref() {
             self.context.write_status(&self.ds, &status).await?;
         }
+        self.trim_history(&pods).await?;
         let min_ready = self.spec.min_ready_seconds.unwrap_or(0);
         Ok(workload::recheck_after(workload::next_availability_change(
             &pods, min_ready, now,
         )))
+    }
+
+    /// Deletes unused revisions beyond `revisionHistoryLimit` (upstream's
+    /// `cleanupHistory`); the current revision and those of live pods are in use.
+    async fn trim_history(&self, pods: &[Pod]) -> Result<(), Error> {
+        let update = self.revisions.update.name_any();
+        let in_use = |revision: &ControllerRevision| {
+            revision.name_any() == update
+                || revisions::daemon_hash_of(revision).is_some_and(|hash| {
+                    pods.iter()
+                        .any(|pod| workload::revision_of(pod) == Some(hash))
+                })
+        };
+        let history = History::new(
+            self.context.client.clone(),
+            self.ds.namespace().as_deref().unwrap_or_default(),
+            &self.ds,
+            &self.uid,
+            &self.spec.template,
+            &self.selector,
+            CONTROLLER_REVISION_HASH_LABEL,
+        );
+        history
+            .trim(&self.revisions, in_use, self.spec.revision_history_limit)
+            .await
     }
 
     /// The pods this DaemonSet controls, oldest first.
@@ -471,7 +524,7 @@ impl<'a> DaemonSync<'a> {
         let min_ready = self.spec.min_ready_seconds.unwrap_or(0);
         let mut status = DaemonSetStatus {
             observed_generation: self.ds.metadata.generation,
-            collision_count: self.ds.status.as_ref().and_then(|s| s.collision_count),
+            collision_count: self.revisions.collision_count,
             conditions: self.ds.status.as_ref().and_then(|s| s.conditions.clone()),
             ..Default::default()
         };

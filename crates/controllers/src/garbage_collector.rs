@@ -15,7 +15,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -82,6 +84,7 @@ fn watched_kinds() -> Vec<Kind> {
         Kind::of::<Deployment>(true),
         Kind::of::<StatefulSet>(true),
         Kind::of::<DaemonSet>(true),
+        Kind::of::<ControllerRevision>(true),
         Kind::of::<Job>(true),
         Kind::of::<CronJob>(true),
         Kind::of::<Service>(true),

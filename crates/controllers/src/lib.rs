@@ -14,6 +14,7 @@ mod informer;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+mod revisions;
 pub mod stateful_set;
 pub mod volume_binder;
 mod workload;

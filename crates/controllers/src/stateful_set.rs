@@ -5,18 +5,20 @@
 //! Each reconcile reads the StatefulSet and its pods straight from the API server,
 //! [`plan`]s the next steps (a pure function of the pods, so the ordering rules are
 //! unit-tested), carries them out, and writes a status computed from a fresh listing.
-//! ControllerRevision objects are not served, so a revision is `NAME-<hash>` of the
-//! template (the Deployment controller's hash); a pod records its revision in the
-//! `controller-revision-hash` label, and a replaced or recreated pod always gets the
-//! current template.
+//! Every template the set has had is a ControllerRevision (see [`crate::revisions`]);
+//! a pod records the revision it was made from in its `controller-revision-hash`
+//! label. A pod below the rolling update's partition that is recreated gets the
+//! template of `status.currentRevision`, every other pod that of `updateRevision`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
@@ -28,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use gantry_client::EventType;
 
-use crate::deployment::pod_template_hash;
+use crate::revisions::{self, History, Revisions, STATEFUL_SET_HASH_LABEL};
 use crate::workload::{self, CONTROLLER_REVISION_HASH_LABEL, Context, Error};
 
 /// The component name on this controller's Events.
@@ -99,6 +101,48 @@ impl Policy {
     /// The ordinals the pods should have.
     fn wanted(&self) -> std::ops::Range<i32> {
         self.start..self.start.saturating_add(self.replicas)
+    }
+
+    /// Whether a pod of this ordinal is made at the current revision rather than
+    /// the update revision: it is below a rolling update's partition
+    /// (upstream's `newVersionedStatefulSetPod`).
+    fn keeps_current_revision(&self, ordinal: i32) -> bool {
+        self.rolling_partition
+            .is_some_and(|partition| ordinal < self.start.saturating_add(partition))
+    }
+}
+
+/// The revisions one reconcile works with.
+struct Versions {
+    revisions: Revisions,
+    /// `status.currentRevision` if the set still has that revision, else the update
+    /// revision, and the template it recorded.
+    current_revision: String,
+    current_template: PodTemplateSpec,
+}
+
+impl Versions {
+    /// The current and update revisions after syncing the set's history; the
+    /// current one is the revision `status.currentRevision` names, if it still
+    /// exists and holds a template.
+    fn new(revisions: Revisions, set: &StatefulSet, spec: &StatefulSetSpec) -> Versions {
+        let recorded = set
+            .status
+            .as_ref()
+            .and_then(|status| status.current_revision.as_deref())
+            .and_then(|name| revisions.named(name))
+            .and_then(|revision| Some((revision.name_any(), revisions::template_of(revision)?)));
+        let (current_revision, current_template) =
+            recorded.unwrap_or_else(|| (revisions.update.name_any(), spec.template.clone()));
+        Versions {
+            revisions,
+            current_revision,
+            current_template,
+        }
+    }
+
+    fn update_revision(&self) -> String {
+        self.revisions.update.name_any()
     }
 }
 
@@ -198,7 +242,7 @@ struct SetSync<'a> {
     name: String,
     uid: String,
     selector: Selector,
-    update_revision: String,
+    namespace: String,
     pods: Api<Pod>,
     claims: Api<PersistentVolumeClaim>,
 }
@@ -209,8 +253,6 @@ impl<'a> SetSync<'a> {
         let uid = workload::uid_of(&set)?;
         let spec = set.spec.clone().unwrap_or_default();
         let selector = workload::selector_of(&name, Some(&spec.selector))?;
-        let collisions = set.status.as_ref().and_then(|s| s.collision_count);
-        let update_revision = format!("{name}-{}", pod_template_hash(&spec.template, collisions));
         Ok(SetSync {
             pods: Api::namespaced(context.client.clone(), namespace),
             claims: Api::namespaced(context.client.clone(), namespace),
@@ -220,28 +262,67 @@ impl<'a> SetSync<'a> {
             name,
             uid,
             selector,
-            update_revision,
+            namespace: namespace.to_string(),
         })
     }
 
     async fn run(self) -> Result<Action, Error> {
+        let collisions = self.set.status.as_ref().and_then(|s| s.collision_count);
+        let revisions = self.history().sync(collisions).await?;
+        let versions = Versions::new(revisions, &self.set, &self.spec);
         if !workload::is_terminating(&self.set.metadata) {
             let pods = self.owned_pods().await?;
             let by_ordinal = self.by_ordinal(&pods);
-            for step in plan(&Policy::of(&self.spec), &by_ordinal, &self.update_revision) {
-                self.take(step).await?;
+            let update_revision = versions.update_revision();
+            for step in plan(&Policy::of(&self.spec), &by_ordinal, &update_revision) {
+                self.take(step, &versions).await?;
             }
         }
         let pods = self.owned_pods().await?;
         let now = Timestamp::now();
-        let status = self.calculate_status(&pods, now);
+        let status = self.calculate_status(&pods, now, &versions);
         if Some(&status) != self.set.status.as_ref() {
             self.context.write_status(&self.set, &status).await?;
         }
+        self.trim_history(&versions.revisions, &status, &pods)
+            .await?;
         let min_ready = self.spec.min_ready_seconds.unwrap_or(0);
         Ok(workload::recheck_after(workload::next_availability_change(
             &pods, min_ready, now,
         )))
+    }
+
+    fn history(&self) -> History<'_, StatefulSet> {
+        History::new(
+            self.context.client.clone(),
+            &self.namespace,
+            &self.set,
+            &self.uid,
+            &self.spec.template,
+            &self.selector,
+            STATEFUL_SET_HASH_LABEL,
+        )
+    }
+
+    /// Deletes unused revisions beyond `revisionHistoryLimit`; the current and
+    /// update revisions and those of live pods are in use.
+    async fn trim_history(
+        &self,
+        revisions: &Revisions,
+        status: &StatefulSetStatus,
+        pods: &[Pod],
+    ) -> Result<(), Error> {
+        let in_use = |revision: &ControllerRevision| {
+            let name = revision.name_any();
+            status.current_revision.as_deref() == Some(name.as_str())
+                || status.update_revision.as_deref() == Some(name.as_str())
+                || pods
+                    .iter()
+                    .any(|pod| workload::revision_of(pod) == Some(name.as_str()))
+        };
+        self.history()
+            .trim(revisions, in_use, self.spec.revision_history_limit)
+            .await
     }
 
     async fn owned_pods(&self) -> Result<Vec<Pod>, Error> {
@@ -254,11 +335,11 @@ impl<'a> SetSync<'a> {
             .collect()
     }
 
-    async fn take(&self, step: Step) -> Result<(), Error> {
+    async fn take(&self, step: Step, versions: &Versions) -> Result<(), Error> {
         match step {
             Step::Create(ordinal) => {
                 self.create_claims(ordinal).await?;
-                self.create_pod(ordinal).await
+                self.create_pod(ordinal, versions).await
             }
             Step::Replace(pod) => self.delete_pod(&pod).await,
             Step::Condemn(ordinal, pod) => {
@@ -355,7 +436,7 @@ impl<'a> SetSync<'a> {
         Ok(())
     }
 
-    async fn create_pod(&self, ordinal: i32) -> Result<(), Error> {
+    async fn create_pod(&self, ordinal: i32, versions: &Versions) -> Result<(), Error> {
         let describe = |pod: &str, err: Option<&kube::Error>| match err {
             None => format!("create Pod {pod} in StatefulSet {} successful", self.name),
             Some(err) => format!(
@@ -363,27 +444,32 @@ impl<'a> SetSync<'a> {
                 self.name
             ),
         };
-        let pod = self.new_pod(ordinal);
+        let pod = self.new_pod(ordinal, versions);
         self.context
             .create_pod(&self.set, &self.pods, &pod, describe)
             .await?;
         Ok(())
     }
 
-    /// The pod of one ordinal: the current template plus its stable identity (name,
+    /// The pod of one ordinal: the template of its revision (the current one below
+    /// the partition, the update one elsewhere) plus its stable identity (name,
     /// hostname, subdomain, identity labels) and its claims in place of the template
     /// volumes of the same name.
-    fn new_pod(&self, ordinal: i32) -> Pod {
-        let template = self.spec.template.clone();
+    fn new_pod(&self, ordinal: i32, versions: &Versions) -> Pod {
+        let (template, revision) = if Policy::of(&self.spec).keeps_current_revision(ordinal) {
+            (
+                versions.current_template.clone(),
+                versions.current_revision.clone(),
+            )
+        } else {
+            (self.spec.template.clone(), versions.update_revision())
+        };
         let mut template_meta = template.metadata.unwrap_or_default();
         let pod_name = format!("{}-{ordinal}", self.name);
         let mut labels = template_meta.labels.take().unwrap_or_default();
         labels.insert(POD_NAME_LABEL.into(), pod_name.clone());
         labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
-        labels.insert(
-            CONTROLLER_REVISION_HASH_LABEL.into(),
-            self.update_revision.clone(),
-        );
+        labels.insert(CONTROLLER_REVISION_HASH_LABEL.into(), revision);
         let mut spec = template.spec.unwrap_or_default();
         spec.hostname = Some(pod_name.clone());
         spec.subdomain = self.spec.service_name.clone().filter(|s| !s.is_empty());
@@ -427,12 +513,15 @@ impl<'a> SetSync<'a> {
     /// The status the pods justify (upstream's status part of `updateStatefulSet`):
     /// the current revision becomes the update revision once a rolling update has
     /// every pod updated and Ready.
-    fn calculate_status(&self, pods: &[Pod], now: Timestamp) -> StatefulSetStatus {
+    fn calculate_status(
+        &self,
+        pods: &[Pod],
+        now: Timestamp,
+        versions: &Versions,
+    ) -> StatefulSetStatus {
         let previous = self.set.status.clone().unwrap_or_default();
-        let mut current_revision = previous
-            .current_revision
-            .clone()
-            .unwrap_or_else(|| self.update_revision.clone());
+        let update_revision = versions.update_revision();
+        let mut current_revision = versions.current_revision.clone();
         let live: Vec<&Pod> = pods
             .iter()
             .filter(|pod| !workload::is_terminating(&pod.metadata))
@@ -449,14 +538,14 @@ impl<'a> SetSync<'a> {
         let available = pods
             .iter()
             .filter(|pod| is_running_and_ready(pod) && workload::is_available(pod, min_ready, now));
-        let updated = at(&self.update_revision);
+        let updated = at(&update_revision);
         let policy = Policy::of(&self.spec);
         if policy.rolling_partition.is_some()
             && replicas == policy.replicas
             && updated == replicas
             && ready == replicas
         {
-            current_revision = self.update_revision.clone();
+            current_revision = update_revision.clone();
         }
         StatefulSetStatus {
             replicas,
@@ -465,9 +554,9 @@ impl<'a> SetSync<'a> {
             current_replicas: Some(at(&current_revision)),
             updated_replicas: Some(updated),
             current_revision: Some(current_revision),
-            update_revision: Some(self.update_revision.clone()),
+            update_revision: Some(update_revision),
             observed_generation: self.set.metadata.generation,
-            collision_count: previous.collision_count,
+            collision_count: versions.revisions.collision_count,
             conditions: previous.conditions,
         }
     }
@@ -582,6 +671,14 @@ mod tests {
             plan_for(&policy(2, true, Some(0)), &pods),
             [Step::Replace("web-1".into())]
         );
+    }
+
+    #[test]
+    fn only_pods_below_the_partition_keep_the_current_revision() {
+        assert!(policy(3, true, Some(2)).keeps_current_revision(1));
+        assert!(!policy(3, true, Some(2)).keeps_current_revision(2));
+        assert!(!policy(3, true, Some(0)).keeps_current_revision(0));
+        assert!(!policy(3, true, None).keeps_current_revision(0));
     }
 
     #[test]

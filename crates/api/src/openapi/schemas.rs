@@ -75,6 +75,7 @@ fn kinds() -> Vec<Kind> {
         kind::<apps::v1::ReplicaSet>("apps", "v1", "ReplicaSet"),
         kind::<apps::v1::StatefulSet>("apps", "v1", "StatefulSet"),
         kind::<apps::v1::DaemonSet>("apps", "v1", "DaemonSet"),
+        kind::<apps::v1::ControllerRevision>("apps", "v1", "ControllerRevision"),
         kind::<coordination::v1::Lease>("coordination.k8s.io", "v1", "Lease"),
         kind::<discovery::v1::EndpointSlice>("discovery.k8s.io", "v1", "EndpointSlice"),
         kind::<batch::v1::Job>("batch", "v1", "Job"),

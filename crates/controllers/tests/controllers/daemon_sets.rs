@@ -7,7 +7,7 @@ use crate::common::workloads;
 use std::collections::{BTreeMap, BTreeSet};
 
 use gantry_controllers::daemon_set;
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -218,5 +218,126 @@ async fn rolling_update_keeps_at_most_one_node_without_an_available_pod() {
             "two nodes unavailable at once: {sightings:?}"
         );
     }
+    cluster.stop().await;
+}
+
+/// Waits until every one of `nodes` nodes runs an available pod of the `agent` set's
+/// current template.
+async fn wait_settled(sets: &Api<DaemonSet>, nodes: i32) {
+    eventually("the daemon set to settle", async || {
+        let ds = sets.get("agent").await.ok()?;
+        let status = ds.status?;
+        let done = status.observed_generation == ds.metadata.generation
+            && status.desired_number_scheduled == nodes
+            && status.updated_number_scheduled == Some(nodes)
+            && status.number_available == Some(nodes);
+        done.then_some(())
+    })
+    .await;
+}
+
+/// The `agent` set's ControllerRevisions as `(revision number, hash label)`, lowest
+/// number first.
+async fn revisions_of(cluster: &Cluster) -> Vec<(i64, String)> {
+    let listed = cluster
+        .api::<ControllerRevision>()
+        .list(&ListParams::default().labels("app=agent"))
+        .await
+        .expect("list controller revisions");
+    let mut revisions: Vec<(i64, String)> = listed
+        .items
+        .iter()
+        .map(|revision| {
+            let hash = revision.labels().get("controller-revision-hash").cloned();
+            assert_eq!(
+                revision.name_any(),
+                format!("agent-{}", hash.clone().unwrap_or_default()),
+                "a revision is named after its set and hash"
+            );
+            (revision.revision, hash.unwrap_or_default())
+        })
+        .collect();
+    revisions.sort();
+    revisions
+}
+
+/// The revision hashes of the live `agent` pods.
+async fn pod_hashes(pods: &Api<Pod>) -> BTreeSet<String> {
+    let params = ListParams::default().labels("app=agent");
+    let listed = pods.list(&params).await.expect("list pods").items;
+    listed
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| pod.labels().get("controller-revision-hash").cloned())
+        .collect()
+}
+
+async fn set_agent_image(sets: &Api<DaemonSet>, image: &str) {
+    let patch = Patch::Strategic(json!({"spec": {"template": {"spec": {
+        "containers": [{"name": "agent", "image": image}],
+    }}}}));
+    sets.patch("agent", &PatchParams::default(), &patch)
+        .await
+        .expect("change the template");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_follow_the_template_and_a_rollback_reuses_one() {
+    let cluster = start().await;
+    for node in ["n1", "n2"] {
+        add_node(&cluster, node, json!({}), json!([])).await;
+    }
+    let _kubelet = TestKubelet::start(
+        cluster.client.clone(),
+        workloads::NAMESPACE,
+        ReadyPolicy::default(),
+    );
+    create_daemon_set(&cluster, "agent", json!({})).await;
+    let sets = cluster.api::<DaemonSet>();
+    let limit = Patch::Merge(json!({"spec": {"revisionHistoryLimit": 1}}));
+    sets.patch("agent", &PatchParams::default(), &limit)
+        .await
+        .expect("set the history limit");
+    let pods = cluster.api::<Pod>();
+    wait_settled(&sets, 2).await;
+    let revisions = revisions_of(&cluster).await;
+    let [(1, first)] = revisions.as_slice() else {
+        panic!("one revision expected: {revisions:?}");
+    };
+    let first = first.clone();
+    assert_eq!(pod_hashes(&pods).await, BTreeSet::from([first.clone()]));
+
+    set_agent_image(&sets, "busybox:v2").await;
+    wait_settled(&sets, 2).await;
+    let revisions = revisions_of(&cluster).await;
+    let second = revisions.last().expect("a revision").1.clone();
+    assert_eq!(revisions, [(1, first.clone()), (2, second.clone())]);
+    assert_eq!(pod_hashes(&pods).await, BTreeSet::from([second.clone()]));
+
+    let revision = cluster
+        .api::<ControllerRevision>()
+        .get(&format!("agent-{first}"))
+        .await
+        .expect("first revision");
+    let undo = Patch::Strategic(revision.data.expect("revision data").0);
+    sets.patch("agent", &PatchParams::default(), &undo)
+        .await
+        .expect("roll back");
+    wait_settled(&sets, 2).await;
+    assert_eq!(
+        revisions_of(&cluster).await,
+        [(2, second.clone()), (3, first.clone())],
+        "the first revision is reused with the next number"
+    );
+    assert_eq!(pod_hashes(&pods).await, BTreeSet::from([first.clone()]));
+
+    set_agent_image(&sets, "busybox:v3").await;
+    wait_settled(&sets, 2).await;
+    eventually("the oldest unused revision to be trimmed", async || {
+        let revisions = revisions_of(&cluster).await;
+        let kept: Vec<i64> = revisions.iter().map(|(number, _)| *number).collect();
+        (kept == [3, 4] && revisions[0].1 == first).then_some(())
+    })
+    .await;
     cluster.stop().await;
 }

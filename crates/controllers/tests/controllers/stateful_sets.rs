@@ -8,7 +8,7 @@ use crate::common::workloads;
 use std::time::Duration;
 
 use gantry_controllers::stateful_set;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -253,5 +253,176 @@ async fn a_deleted_pod_is_recreated_with_the_same_name() {
     .await;
     wait_rolled_out(&cluster, 2).await;
     assert_eq!(live_pods(&pods).await, ["web-0", "web-1"]);
+    cluster.stop().await;
+}
+
+/// The set's ControllerRevisions as `(revision number, name)`, lowest number first.
+async fn revisions_of(cluster: &Cluster) -> Vec<(i64, String)> {
+    let listed = cluster
+        .api::<ControllerRevision>()
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("list controller revisions");
+    let mut revisions: Vec<(i64, String)> = listed
+        .items
+        .iter()
+        .map(|revision| (revision.revision, revision.name_any()))
+        .collect();
+    revisions.sort();
+    revisions
+}
+
+async fn set_image(cluster: &Cluster, image: &str) {
+    let patch = Patch::Strategic(json!({"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": image}],
+    }}}}));
+    cluster
+        .api::<StatefulSet>()
+        .patch("web", &PatchParams::default(), &patch)
+        .await
+        .expect("change the template");
+}
+
+fn update_revision_of(set: &StatefulSet) -> String {
+    let status = set.status.as_ref().expect("status");
+    status.update_revision.clone().expect("update revision")
+}
+
+/// What `kubectl rollout undo --to-revision` sends: the revision's data as a
+/// strategic merge patch of the set.
+async fn roll_back_to(cluster: &Cluster, revision_name: &str) {
+    let revision = cluster
+        .api::<ControllerRevision>()
+        .get(revision_name)
+        .await
+        .expect("get revision");
+    let data = revision.data.expect("revision data").0;
+    cluster
+        .api::<StatefulSet>()
+        .patch("web", &PatchParams::default(), &Patch::Strategic(data))
+        .await
+        .expect("roll back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_are_recorded_reused_on_rollback_and_trimmed_to_the_history_limit() {
+    let cluster = start().await;
+    let _kubelet = kubelet(&cluster);
+    let mut set = web(2, "Parallel");
+    set.spec.as_mut().expect("spec").revision_history_limit = Some(1);
+    create(&cluster, &set).await;
+    let first = update_revision_of(&wait_rolled_out(&cluster, 2).await);
+    assert_eq!(revisions_of(&cluster).await, [(1, first.clone())]);
+    let revision = cluster
+        .api::<ControllerRevision>()
+        .get(&first)
+        .await
+        .expect("first revision");
+    let owner = revision
+        .owner_references()
+        .first()
+        .expect("owner reference");
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("StatefulSet", "web")
+    );
+    assert_eq!(owner.controller, Some(true));
+    let data = revision.data.expect("data").0;
+    assert_eq!(
+        data.pointer("/spec/template/$patch"),
+        Some(&json!("replace"))
+    );
+    assert_eq!(
+        data.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!("busybox:test"))
+    );
+
+    set_image(&cluster, "busybox:v2").await;
+    let second = update_revision_of(&wait_rolled_out(&cluster, 2).await);
+    assert_ne!(second, first);
+    assert_eq!(
+        revisions_of(&cluster).await,
+        [(1, first.clone()), (2, second.clone())]
+    );
+
+    roll_back_to(&cluster, &first).await;
+    let rolled_back = wait_rolled_out(&cluster, 2).await;
+    assert_eq!(
+        update_revision_of(&rolled_back),
+        first,
+        "the old revision is reused"
+    );
+    let image = |set: &StatefulSet| {
+        let spec = set.spec.as_ref()?.template.spec.as_ref()?;
+        spec.containers[0].image.clone()
+    };
+    assert_eq!(image(&rolled_back).as_deref(), Some("busybox:test"));
+    assert_eq!(
+        revisions_of(&cluster).await,
+        [(2, second.clone()), (3, first.clone())]
+    );
+
+    set_image(&cluster, "busybox:v3").await;
+    let third = update_revision_of(&wait_rolled_out(&cluster, 2).await);
+    eventually("the oldest unused revision to be trimmed", async || {
+        let revisions = revisions_of(&cluster).await;
+        (revisions == [(3, first.clone()), (4, third.clone())]).then_some(())
+    })
+    .await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_below_the_partition_are_recreated_at_the_current_revision() {
+    let cluster = start().await;
+    let _kubelet = kubelet(&cluster);
+    let mut set = web(3, "Parallel");
+    let spec = set.spec.as_mut().expect("spec");
+    spec.update_strategy = serde_json::from_value(json!({
+        "type": "RollingUpdate", "rollingUpdate": {"partition": 2},
+    }))
+    .expect("valid strategy");
+    create(&cluster, &set).await;
+    let old = update_revision_of(&wait_rolled_out(&cluster, 3).await);
+
+    set_image(&cluster, "busybox:v2").await;
+    let sets = cluster.api::<StatefulSet>();
+    let pods = cluster.api::<Pod>();
+    let revision_and_image = async |name: &str| {
+        let pod = pods.get_opt(name).await.ok()??;
+        if pod.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let revision = pod.labels().get("controller-revision-hash")?.clone();
+        let image = pod.spec?.containers.first()?.image.clone()?;
+        Some((revision, image))
+    };
+    let new = eventually("web-2 to be updated above the partition", async || {
+        let status = sets.get("web").await.ok()?.status?;
+        let new = status.update_revision.filter(|r| *r != old)?;
+        let updated = status.updated_replicas == Some(1) && status.ready_replicas == Some(3);
+        let web_2 = revision_and_image("web-2").await?;
+        (updated && web_2 == (new.clone(), "busybox:v2".into())).then_some(new)
+    })
+    .await;
+    let status = sets.get("web").await.expect("set").status.expect("status");
+    assert_eq!(status.current_revision.as_ref(), Some(&old));
+    assert_eq!(status.current_replicas, Some(2));
+
+    let old_uid = pods.get("web-0").await.expect("web-0").uid();
+    pods.delete("web-0", &DeleteParams::default())
+        .await
+        .expect("delete web-0");
+    let recreated = eventually("web-0 to be recreated", async || {
+        let pod = pods.get_opt("web-0").await.ok()??;
+        (pod.uid() != old_uid).then_some(())?;
+        revision_and_image("web-0").await
+    })
+    .await;
+    assert_eq!(recreated, (old, "busybox:test".into()));
+    assert_eq!(
+        revision_and_image("web-2").await,
+        Some((new, "busybox:v2".into()))
+    );
     cluster.stop().await;
 }
