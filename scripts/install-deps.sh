@@ -6,8 +6,9 @@ set -euo pipefail
 packages=(
   # Building: libcontainer links libseccomp through pkg-config.
   build-essential pkg-config libseccomp-dev
-  # Running: overlayfs and namespaces need nothing extra; networking uses these.
-  iproute2 nftables
+  # Running: overlayfs and namespaces need nothing extra; networking uses these
+  # (conntrack: the service proxy forgets UDP flows to removed endpoints).
+  iproute2 nftables conntrack
   # Testing: test images are built from busybox-static; image pulls are tested
   # against a real registry, the etcd backend against a real etcd.
   busybox-static docker-registry etcd-server etcd-client curl

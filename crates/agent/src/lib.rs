@@ -179,7 +179,8 @@ pub async fn run(
     let proxy = match config.proxy.clone() {
         Some(settings) => {
             let node_ips = proxy_node_ips(&settings, node.host_ip());
-            let proxy = proxy::ServiceProxy::new(client.clone(), settings, node_ips)?;
+            let proxy = proxy::ServiceProxy::new(client.clone(), settings, node_ips)?
+                .with_node_name(&config.node_name);
             Some(proxy)
         }
         None => None,

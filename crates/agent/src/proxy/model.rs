@@ -57,6 +57,26 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// A ready endpoint of a service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    /// The pod address and target port.
+    pub address: SocketAddrV4,
+    /// Whether the endpoint runs on this node: the only ones a `Local`
+    /// traffic policy sends traffic to.
+    pub is_local: bool,
+}
+
+impl Endpoint {
+    /// An endpoint on another node.
+    pub fn remote(address: SocketAddrV4) -> Endpoint {
+        Endpoint {
+            address,
+            is_local: false,
+        }
+    }
+}
+
 /// One port of one Service, as traffic sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePort {
@@ -76,10 +96,20 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
     /// Addresses the port is also served on: the load balancer's ingress IPs.
     pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.externalIPs`: more addresses the port is served on, as external
+    /// traffic.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `externalTrafficPolicy: Local`: traffic from outside through node
+    /// ports, load-balancer and external IPs goes only to this node's
+    /// endpoints, unmasqueraded, so the client address is preserved.
+    pub external_traffic_local: bool,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to this
+    /// node's endpoints.
+    pub internal_traffic_local: bool,
     /// ClientIP session affinity's timeout in seconds; `None` without affinity.
     pub affinity_timeout: Option<u32>,
-    /// The ready endpoints (pod address and target port), sorted, no duplicates.
-    pub endpoints: Vec<SocketAddrV4>,
+    /// The ready endpoints, sorted by address, no duplicates.
+    pub endpoints: Vec<Endpoint>,
 }
 
 impl ServicePort {
@@ -102,13 +132,14 @@ impl ServicePort {
 /// `slices`. Skipped: headless and ExternalName Services, IPv6 ClusterIPs,
 /// and Services served by the node-local DNS. `node_ips` are this node's
 /// addresses: a LoadBalancer Service is served on them even before its status
-/// lists them.
+/// lists them; endpoints whose `nodeName` is `node_name` are local.
 pub fn service_ports<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node_ips: &[Ipv4Addr],
+    node_name: Option<&str>,
 ) -> Vec<ServicePort> {
-    let endpoints = ready_endpoints_by_service(slices);
+    let endpoints = ready_endpoints_by_service(slices, node_name);
     let mut ports: Vec<ServicePort> = services
         .into_iter()
         .filter_map(|service| programmable(service, node_ips))
@@ -132,11 +163,14 @@ pub fn service_ports<'a>(
 struct ServiceShape {
     cluster_ip: Ipv4Addr,
     load_balancer_ips: Vec<Ipv4Addr>,
+    external_ips: Vec<Ipv4Addr>,
+    external_traffic_local: bool,
+    internal_traffic_local: bool,
     affinity_timeout: Option<u32>,
 }
 
 /// Ready endpoints of one Service, by (port name, protocol).
-type EndpointsByPort = BTreeMap<(String, Protocol), BTreeSet<SocketAddrV4>>;
+type EndpointsByPort = BTreeMap<(String, Protocol), BTreeSet<Endpoint>>;
 
 impl ServiceShape {
     fn port(
@@ -157,6 +191,9 @@ impl ServiceShape {
             port: u16::try_from(port.port).ok()?,
             node_port,
             load_balancer_ips: self.load_balancer_ips.clone(),
+            external_ips: self.external_ips.clone(),
+            external_traffic_local: self.external_traffic_local,
+            internal_traffic_local: self.internal_traffic_local,
             affinity_timeout: self.affinity_timeout,
             endpoints: endpoints
                 .and_then(|by_port| by_port.get(&(port_name.clone(), protocol)))
@@ -210,11 +247,20 @@ fn programmable<'a>(
             .filter(|seconds| *seconds > 0)
             .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
     });
+    let external_ips = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
     Some((
         service,
         ServiceShape {
             cluster_ip,
             load_balancer_ips,
+            external_ips,
+            external_traffic_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+            internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
             affinity_timeout,
         },
     ))
@@ -234,9 +280,11 @@ pub fn load_balancer_ingress_ips(service: &Service) -> Vec<Ipv4Addr> {
 }
 
 /// Every ready IPv4 endpoint, by Service (namespace, name) and then by port
-/// name and protocol, merged across the Service's slices.
+/// name and protocol, merged across the Service's slices; those on the node
+/// `node_name` are local.
 fn ready_endpoints_by_service<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node_name: Option<&str>,
 ) -> BTreeMap<(String, String), EndpointsByPort> {
     let mut by_service: BTreeMap<(String, String), EndpointsByPort> = BTreeMap::new();
     for slice in slices {
@@ -255,7 +303,7 @@ fn ready_endpoints_by_service<'a>(
             slice.metadata.namespace.clone().unwrap_or_default(),
             service.clone(),
         );
-        let ready: Vec<Ipv4Addr> = slice
+        let ready: Vec<(Ipv4Addr, bool)> = slice
             .endpoints
             .iter()
             // An unset condition means ready, as the API documents.
@@ -266,7 +314,11 @@ fn ready_endpoints_by_service<'a>(
                     .and_then(|conditions| conditions.ready)
                     != Some(false)
             })
-            .filter_map(|endpoint| endpoint.addresses.first()?.parse().ok())
+            .filter_map(|endpoint| {
+                let ip = endpoint.addresses.first()?.parse().ok()?;
+                let is_local = node_name.is_some() && endpoint.node_name.as_deref() == node_name;
+                Some((ip, is_local))
+            })
             .collect();
         let by_port = by_service.entry(key).or_default();
         for port in slice.ports.iter().flatten() {
@@ -279,7 +331,10 @@ fn ready_endpoints_by_service<'a>(
             by_port
                 .entry((port.name.clone().unwrap_or_default(), protocol))
                 .or_default()
-                .extend(ready.iter().map(|ip| SocketAddrV4::new(*ip, number)));
+                .extend(ready.iter().map(|(ip, is_local)| Endpoint {
+                    address: SocketAddrV4::new(*ip, number),
+                    is_local: *is_local,
+                }));
         }
     }
     by_service
@@ -318,7 +373,7 @@ mod tests {
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
                       {"name": "dns", "port": 5353, "protocol": "UDP"}]
         }))];
-        let ports = service_ports([&web], &slices, &[]);
+        let ports = service_ports([&web], &slices, &[], None);
         assert_eq!(ports.len(), 2);
         let http = &ports[0];
         assert_eq!(http.id(), "default/web/tcp/http");
@@ -326,8 +381,8 @@ mod tests {
         assert_eq!(
             http.endpoints,
             [
-                "10.42.0.5:8080".parse().unwrap(),
-                "10.42.0.7:8080".parse().unwrap()
+                Endpoint::remote("10.42.0.5:8080".parse().unwrap()),
+                Endpoint::remote("10.42.0.7:8080".parse().unwrap())
             ]
         );
         let dns = &ports[1];
@@ -335,8 +390,8 @@ mod tests {
         assert_eq!(
             dns.endpoints,
             [
-                "10.42.0.5:5353".parse().unwrap(),
-                "10.42.0.7:5353".parse().unwrap()
+                Endpoint::remote("10.42.0.5:5353".parse().unwrap()),
+                Endpoint::remote("10.42.0.7:5353".parse().unwrap())
             ]
         );
     }
@@ -356,7 +411,7 @@ mod tests {
                          "annotations": {NODE_LOCAL_DNS_ANNOTATION: "true"}},
             "spec": {"clusterIP": "10.43.0.10", "ports": [{"port": 53, "protocol": "UDP"}]}
         }));
-        assert!(service_ports([&headless, &external, &dns], [], &[]).is_empty());
+        assert!(service_ports([&headless, &external, &dns], [], &[], None).is_empty());
     }
 
     #[test]
@@ -368,7 +423,7 @@ mod tests {
                      "ports": [{"port": 443, "nodePort": 30443}]},
             "status": {"loadBalancer": {"ingress": [{"ip": "192.168.1.2"}]}}
         }));
-        let ports = service_ports([&lb], [], &["192.168.1.1".parse().unwrap()]);
+        let ports = service_ports([&lb], [], &["192.168.1.1".parse().unwrap()], None);
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].id(), "default/lb/tcp/443");
         assert_eq!(ports[0].node_port, Some(30443));
@@ -384,5 +439,52 @@ mod tests {
             Some(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
         );
         assert!(ports[0].endpoints.is_empty());
+    }
+
+    #[test]
+    fn traffic_policies_external_ips_and_this_nodes_endpoints_are_read() {
+        let web = service(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": "10.43.0.30",
+                     "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+                     "externalIPs": ["203.0.113.7", "2001:db8::1"],
+                     "ports": [{"port": 80, "nodePort": 30080}]}
+        }));
+        let slices = [slice(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "default",
+                         "labels": {SERVICE_NAME_LABEL: "web"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.42.0.5"], "nodeName": "here"},
+                {"addresses": ["10.42.1.5"], "nodeName": "there"},
+            ],
+            "ports": [{"port": 8080, "protocol": "TCP"}]
+        }))];
+        let ports = service_ports([&web], &slices, &[], Some("here"));
+        let port = &ports[0];
+        assert!(port.external_traffic_local && port.internal_traffic_local);
+        assert_eq!(
+            port.external_ips,
+            ["203.0.113.7".parse::<Ipv4Addr>().unwrap()]
+        );
+        let local: Vec<(String, bool)> = port
+            .endpoints
+            .iter()
+            .map(|endpoint| (endpoint.address.to_string(), endpoint.is_local))
+            .collect();
+        assert_eq!(
+            local,
+            [
+                ("10.42.0.5:8080".into(), true),
+                ("10.42.1.5:8080".into(), false)
+            ]
+        );
+        let unnamed = service_ports([&web], &slices, &[], None);
+        assert!(
+            unnamed[0]
+                .endpoints
+                .iter()
+                .all(|endpoint| !endpoint.is_local)
+        );
     }
 }

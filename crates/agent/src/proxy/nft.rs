@@ -58,6 +58,11 @@ impl NftTable {
         &self.name
     }
 
+    /// The network namespace the table is in.
+    pub(crate) fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
     /// Makes the table hold `desired`, changing only what differs from the
     /// last applied ruleset.
     pub async fn apply(&mut self, desired: Ruleset) -> Result<ApplyReport, ProxyError> {
