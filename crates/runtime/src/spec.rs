@@ -475,6 +475,7 @@ mod tests {
             auto_remove: false,
             tty: false,
             open_stdin: false,
+            stdin_once: false,
             console_size: None,
             cgroup_parent: None,
             security: Security::default(),
