@@ -11,6 +11,7 @@ pub mod naming;
 pub mod qos;
 pub mod resolve;
 pub mod sandbox;
+pub mod startup;
 pub mod status;
 mod worker;
 

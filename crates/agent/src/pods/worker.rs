@@ -25,6 +25,7 @@ use super::naming::ContainerName;
 use super::qos::{self, QosClass};
 use super::resolve::{self, EnvSources, PodRuntimeFacts};
 use super::sandbox::{PodSandbox, Sandboxes};
+use super::startup::{Stage, StartupTrace};
 use super::status::{ContainerView, Observed, PodView, Waiting, pod_status};
 use crate::probes::{self, Outcome, ProbeTarget, Probers};
 use crate::volumes::{PodVolumes, VolumeError, VolumeManager, VolumeWatcher};
@@ -119,6 +120,8 @@ struct PodWorker {
     mounted: Option<MountedVolumes>,
     /// Why the volumes are not ready: every waiting container shows it.
     volume_waiting: Option<Waiting>,
+    /// Where the pod's first start spends its time.
+    startup: StartupTrace,
 }
 
 /// Drives one pod until it is deleted (returns after the API object is gone) or
@@ -142,8 +145,10 @@ pub async fn run(
         pod_cgroup: None,
         mounted: None,
         volume_waiting: None,
+        startup: StartupTrace::new(),
     };
     loop {
+        worker.startup.mark(Stage::Wait);
         let update = updates.borrow_and_update().clone();
         let finished = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -192,8 +197,12 @@ impl PodWorker {
             return Ok(());
         };
         let sandbox = self.ensure_sandbox().await?;
+        self.startup.mark(Stage::Sandbox);
         self.ensure_pod_cgroup(pod).await?;
-        if let Err(error) = self.ensure_volumes(pod, &sandbox).await {
+        self.startup.mark(Stage::Cgroup);
+        let volumes = self.ensure_volumes(pod, &sandbox).await;
+        self.startup.mark(Stage::Volumes);
+        if let Err(error) = volumes {
             let waiting = volume_waiting(&error);
             // Retried every sync: report (log and Event) only what is new.
             if self.volume_waiting.as_ref() != Some(&waiting) {
@@ -213,6 +222,7 @@ impl PodWorker {
         }
         self.volume_waiting = None;
         let containers = self.observe().await?;
+        self.startup.mark(Stage::Observe);
         self.restart_failed_probes(pod, &containers).await;
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let init_specs = spec.init_containers.clone().unwrap_or_default();
@@ -254,6 +264,7 @@ impl PodWorker {
             }
         }
         let containers = self.observe().await?;
+        self.startup.mark(Stage::Observe);
         self.write_status(pod, &containers, &sandbox, initialized)
             .await
     }
@@ -470,22 +481,30 @@ impl PodWorker {
             .create_options(pod, sandbox, container, attempt, &image)
             .await
             .map_err(|e| Waiting::new("CreateContainerConfigError", e))?;
+        self.startup.mark(Stage::Config);
         self.remove_attempts_before(&container.name, attempt.saturating_sub(1))
             .await;
+        self.startup.mark(Stage::Observe);
         let started = self
             .context
             .engine
             .blocking(move |runtime| {
                 let created = runtime.create(options)?;
-                runtime.start(&created.config.id).map(|c| c.config.id)
+                let created_at = Instant::now();
+                runtime
+                    .start(&created.config.id)
+                    .map(|c| (c.config.id, created_at))
             })
             .await;
         let id = match started {
-            Ok(id) => {
+            Ok((id, created_at)) => {
+                self.startup.mark_at(Stage::Create, created_at);
+                self.startup.mark(Stage::Start);
                 self.record(pod, &container.name, PodEvent::created(&container.name))
                     .await;
                 self.record(pod, &container.name, PodEvent::started(&container.name))
                     .await;
+                self.startup.mark(Stage::Events);
                 id
             }
             // The container exists and has exited: its status says why.
@@ -547,8 +566,10 @@ impl PodWorker {
         };
         let pulled = match present {
             Some(image) => {
+                self.startup.mark(Stage::Image);
                 let event = PodEvent::already_present(&reference);
                 self.record(pod, &container.name, event).await;
+                self.startup.mark(Stage::Events);
                 Ok(image)
             }
             None if policy == "Never" => engine.image(&reference, "Never", None).await,
@@ -566,6 +587,7 @@ impl PodWorker {
                 pulled
             }
         };
+        self.startup.mark(Stage::Image);
         match pulled {
             Ok(image) => {
                 self.track(&container.name).pull_failed_at = None;
@@ -641,6 +663,9 @@ impl PodWorker {
                 .as_ref()
                 .and_then(|s| s.read_only_root_filesystem)
                 .unwrap_or(false),
+            tty: container.tty.unwrap_or(false),
+            open_stdin: container.stdin.unwrap_or(false),
+            stdin_once: container.stdin_once.unwrap_or(false),
             ..Default::default()
         })
     }
@@ -828,6 +853,10 @@ impl PodWorker {
         )
         .await
         .map_err(|e| format!("writing the pod status: {e}"))?;
+        self.startup.mark(Stage::Status);
+        if is_ready(&status) {
+            self.startup.finish(&pod_key(pod));
+        }
         Ok(())
     }
 
@@ -1084,6 +1113,15 @@ async fn run_hook(hook: &LifecycleHandler, target: &ProbeTarget, timeout: Durati
     } else {
         Outcome::Failure("hook has no handler".into())
     }
+}
+
+/// Whether the status says the pod is Ready.
+fn is_ready(status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Whether any field we set differs from what the API server has.
