@@ -16,7 +16,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 impl AgentNode {
     /// Creates a pod on this node with one busybox container running `script`.
-    fn run_pod(&self, name: &str, script: &str, extra: &str) {
+    fn run_script_pod(&self, name: &str, script: &str, extra: &str) {
         let manifest = format!(
             r#"apiVersion: v1
 kind: Pod
@@ -88,7 +88,7 @@ fn logs_print_a_containers_output_and_honour_tail() {
         port.parse::<u16>().is_ok_and(|p| p != 0),
         "kubelet port: {port:?}"
     );
-    node.run_pod("hello", "echo one; echo two; sleep 1000", "");
+    node.run_script_pod("hello", "echo one; echo two; sleep 1000", "");
     node.wait_running("hello", 0);
 
     node.wait_logs(&["hello"], |out| out == "one\ntwo\n");
@@ -128,7 +128,7 @@ fn logs_print_a_containers_output_and_honour_tail() {
 #[test]
 fn logs_follow_streams_lines_written_later() {
     let node = AgentNode::start();
-    node.run_pod(
+    node.run_script_pod(
         "counter",
         "i=0; while true; do echo $i; i=$((i+1)); usleep 200000; done",
         "",
@@ -175,7 +175,7 @@ fn logs_follow_streams_lines_written_later() {
 fn logs_previous_shows_the_attempt_before_a_restart() {
     let node = AgentNode::start();
     // Every attempt prints something of its own, then crashes.
-    node.run_pod(
+    node.run_script_pod(
         "flaky",
         "echo run $(cat /proc/sys/kernel/random/uuid); exit 1",
         "",
