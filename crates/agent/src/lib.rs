@@ -59,6 +59,9 @@ pub struct AgentConfig {
     /// The cluster's DNS domain (`--cluster-domain`), for pods' search paths and
     /// fully qualified hostnames.
     pub cluster_domain: String,
+    /// Where the local-path provisioner's volumes live on this node (the
+    /// controller manager's setting must agree): released ones are removed here.
+    pub local_storage_dir: PathBuf,
 }
 
 /// How the agent sets up the node's pod network once the Node has a `spec.podCIDR`.
@@ -122,6 +125,7 @@ impl AgentConfig {
         AgentConfig {
             node_name: node_name.into(),
             netns_dir: engine_root.join("netns"),
+            local_storage_dir: engine_root.join("storage"),
             engine_root,
             shim,
             lease_renew_interval: Duration::from_secs(10),
@@ -189,6 +193,12 @@ pub async fn run(
     let tasks = TaskTracker::new();
     tasks.spawn(node.clone().run_heartbeat(shutdown.clone()));
     tasks.spawn(kubelet_api.serve(shutdown.clone()));
+    tasks.spawn(volumes::reclaimer::run(
+        client.clone(),
+        config.node_name.clone(),
+        config.local_storage_dir.clone(),
+        shutdown.clone(),
+    ));
     if let Some(proxy) = proxy {
         tasks.spawn(proxy.run(shutdown.clone()));
     }

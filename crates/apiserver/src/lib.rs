@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod rest;
 pub mod selectors;
 pub mod server;
+pub mod storage_classes;
 pub mod tls;
 
 pub use server::{Component, OnListening, ServerConfig, ServerError, run};

@@ -110,6 +110,9 @@ impl Objects {
         if resource.kind == "Pod" && resource.group_version.group.is_empty() {
             self.admit_priority(&mut object).await?;
         }
+        if resource.kind == "PersistentVolumeClaim" && resource.group_version.group.is_empty() {
+            self.admit_default_storage_class(&mut object).await?;
+        }
         defaulting::apply_defaults(resource, &mut object);
         validation::validate(resource, &object, None)?;
         let name = object_name(&object).to_string();
@@ -387,7 +390,8 @@ impl Objects {
 
     /// Creates what every cluster has, if missing: the system namespaces,
     /// the `kubernetes` Service holding the first service address, and the
-    /// `kube-system/kube-dns` Service of the node-local cluster DNS.
+    /// `kube-system/kube-dns` Service of the node-local cluster DNS, and the
+    /// default `local-path` StorageClass.
     pub async fn bootstrap(&self, https_port: u16) -> Result<(), ApiError> {
         self.ensure_system_namespaces().await?;
         let kubernetes = json!({
@@ -408,7 +412,7 @@ impl Objects {
         {
             tracing::error!(%err, "cannot create the kube-system/kube-dns Service");
         }
-        Ok(())
+        self.ensure_default_storage_class().await
     }
 
     /// Creates Service `namespace/name` from `service` unless it exists.

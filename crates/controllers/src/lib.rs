@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
 mod informer;
+pub mod local_path;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
@@ -29,6 +30,8 @@ pub struct ControllerManagerConfig {
     pub node_ipam: node_ipam::NodeIpamConfig,
     /// When unreachable nodes are tainted and their pods evicted.
     pub node_lifecycle: node_lifecycle::NodeLifecycleConfig,
+    /// Where the local-path provisioner puts volumes on the nodes.
+    pub local_path: local_path::LocalPathConfig,
 }
 
 /// Runs every controller with the default configuration until `shutdown` is cancelled.
@@ -53,6 +56,11 @@ pub async fn run_all_with(
     controllers.spawn(endpoints::run(client.clone(), shutdown.clone()));
     controllers.spawn(endpoint_slices::run(client.clone(), shutdown.clone()));
     controllers.spawn(volume_binder::run(client.clone(), shutdown.clone()));
+    controllers.spawn(local_path::run_with(
+        client.clone(),
+        config.local_path,
+        shutdown.clone(),
+    ));
     controllers.spawn(node_ipam::run_with(
         client.clone(),
         config.node_ipam,

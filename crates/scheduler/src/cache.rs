@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -60,6 +61,12 @@ pub struct Cache {
     pub pods: Store<Pod>,
     /// All namespaces (for namespace selectors in affinity terms).
     pub namespaces: Store<Namespace>,
+    /// All PersistentVolumeClaims (pods' volumes).
+    pub claims: Store<PersistentVolumeClaim>,
+    /// All PersistentVolumes (where bound claims' data lives).
+    pub volumes: Store<PersistentVolume>,
+    /// All StorageClasses (how unbound claims get their volumes).
+    pub storage_classes: Store<StorageClass>,
     /// The change signal.
     pub changes: Arc<Changes>,
 }
@@ -99,10 +106,24 @@ impl Cache {
             shutdown.clone(),
             |_| true,
         ));
+        let claims = follow_all::<PersistentVolumeClaim>(
+            "persistentvolumeclaims",
+            client,
+            tasks,
+            &changes,
+            shutdown,
+        );
+        let volumes =
+            follow_all::<PersistentVolume>("persistentvolumes", client, tasks, &changes, shutdown);
+        let storage_classes =
+            follow_all::<StorageClass>("storageclasses", client, tasks, &changes, shutdown);
         Cache {
             nodes,
             pods,
             namespaces,
+            claims,
+            volumes,
+            storage_classes,
             changes,
         }
     }
@@ -112,8 +133,41 @@ impl Cache {
         let ended = |_| SchedulerError::WatchEnded("initial list");
         self.nodes.wait_until_ready().await.map_err(ended)?;
         self.pods.wait_until_ready().await.map_err(ended)?;
-        self.namespaces.wait_until_ready().await.map_err(ended)
+        self.namespaces.wait_until_ready().await.map_err(ended)?;
+        self.claims.wait_until_ready().await.map_err(ended)?;
+        self.volumes.wait_until_ready().await.map_err(ended)?;
+        self.storage_classes.wait_until_ready().await.map_err(ended)
     }
+}
+
+/// A store of every `K`, kept by a watch task on `tasks`; any change to one is a
+/// cluster change (a claim bound or annotated, a volume or class created).
+fn follow_all<K>(
+    what: &'static str,
+    client: &kube::Client,
+    tasks: &mut JoinSet<Result<(), SchedulerError>>,
+    changes: &Arc<Changes>,
+    shutdown: &CancellationToken,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watch::<K>(client));
+    tasks.spawn(follow(
+        what,
+        events,
+        changes.clone(),
+        shutdown.clone(),
+        |_| true,
+    ));
+    store
 }
 
 fn watch<K>(

@@ -76,6 +76,9 @@ pub struct FitError {
     pub num_all_nodes: usize,
     /// Node name -> why it was rejected.
     pub rejections: BTreeMap<String, Rejection>,
+    /// Why a pre-filter rejected the pod before any node was looked at (then
+    /// every node carries that rejection); empty when the filters ran.
+    pub pre_filter_message: String,
     /// The preemption summary (upstream's PostFilter message).
     pub post_filter_message: String,
 }
@@ -91,7 +94,22 @@ impl FitError {
         FitError {
             num_all_nodes,
             rejections,
+            pre_filter_message: String::new(),
             post_filter_message,
+        }
+    }
+
+    /// The pod was rejected by a pre-filter: every node gets that rejection, and
+    /// the message is the pre-filter's alone (upstream's `Diagnosis.PreFilterMsg`).
+    fn pre_filter(pod: &PodInfo, snapshot: &Snapshot, rejection: Rejection) -> FitError {
+        let rejections = snapshot
+            .nodes
+            .iter()
+            .map(|node| (node.name.clone(), rejection.clone()))
+            .collect();
+        FitError {
+            pre_filter_message: rejection.reasons.join(", "),
+            ..FitError::new(pod, snapshot, rejections)
         }
     }
 }
@@ -148,7 +166,11 @@ impl fmt::Display for FitError {
             .values()
             .flat_map(|rejection| rejection.reasons.iter().map(String::as_str));
         write!(f, "0/{} nodes are available:", self.num_all_nodes)?;
-        let reasons = histogram(reasons);
+        let reasons = if self.pre_filter_message.is_empty() {
+            histogram(reasons)
+        } else {
+            self.pre_filter_message.clone()
+        };
         if !reasons.is_empty() {
             write!(f, " {reasons}.")?;
         }
@@ -174,7 +196,9 @@ pub fn schedule(pod: &PodInfo, snapshot: &Snapshot) -> Result<Decision, Unschedu
     if snapshot.nodes.is_empty() {
         return Err(Unschedulable::NoNodes);
     }
-    let state = PreFilterState::compute(pod, snapshot);
+    let state = PreFilterState::compute(pod, snapshot).map_err(|rejection| {
+        Unschedulable::NoFit(FitError::pre_filter(pod, snapshot, rejection))
+    })?;
     let mut feasible = Vec::new();
     let mut rejections = BTreeMap::new();
     for (position, node) in snapshot.nodes.iter().enumerate() {
@@ -281,6 +305,43 @@ mod tests {
             error.to_string(),
             "0/12 nodes are available: 12 Insufficient cpu, 12 Insufficient memory. \
              not eligible due to preemptionPolicy=Never.."
+        );
+    }
+
+    #[test]
+    fn a_pre_filter_rejection_is_reported_once_not_per_node() {
+        use crate::filters::volume_binding::UNBOUND_IMMEDIATE;
+        use k8s_openapi::api::core::v1::{
+            PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Volume,
+        };
+        let mut snapshot = cluster(vec![node("a", "1", "1Gi"), node("b", "1", "1Gi")], vec![]);
+        let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "data", "namespace": "default"},
+            "spec": {"storageClassName": ""},
+        }))
+        .expect("claim");
+        snapshot.volumes = Arc::new(crate::filters::volume_binding::Volumes::new(
+            [Arc::new(claim)],
+            [],
+            [],
+        ));
+        let pod = pod("p", "0", "0").with_spec(|spec| {
+            spec.volumes = Some(vec![Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: "data".into(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            }])
+        });
+        let error = schedule(&info(pod.build()), &snapshot).expect_err("unbound");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "0/2 nodes are available: {UNBOUND_IMMEDIATE}. \
+                 preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
+            )
         );
     }
 

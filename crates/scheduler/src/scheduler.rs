@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_client::{EventRecorder, EventType, object_reference};
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, PersistentVolumeClaim, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
+use crate::filters::volume_binding::{self, ClaimKey, Volumes};
 use crate::framework::{self, Unschedulable};
 use crate::labels::Labels;
 use crate::snapshot::{self, PodInfo, Snapshot};
@@ -43,10 +44,12 @@ enum Outcome {
         pod: Arc<Pod>,
     },
     /// Binding failed; `transient` if retrying at once may succeed (a conflict
-    /// with a concurrent write to the pod).
+    /// with a concurrent write to the pod). `unselected` are the claims whose
+    /// selected-node annotation could not be written.
     BindFailed {
         pod: Arc<Pod>,
         transient: bool,
+        unselected: Vec<ClaimKey>,
     },
     Reported {
         pod: Arc<Pod>,
@@ -68,6 +71,9 @@ pub struct Scheduler {
     busy: HashSet<String>,
     /// Parsed pods by uid, reused while their resourceVersion is unchanged.
     parsed: HashMap<String, (Option<String>, Arc<PodInfo>)>,
+    /// Claims annotated with a selected node that the watch has not shown yet:
+    /// claim -> node, so pods sharing a claim follow it to the same node.
+    selected_claims: HashMap<ClaimKey, String>,
 }
 
 impl Scheduler {
@@ -82,6 +88,7 @@ impl Scheduler {
             in_flight: JoinSet::new(),
             busy: HashSet::new(),
             parsed: HashMap::new(),
+            selected_claims: HashMap::new(),
         }
     }
 
@@ -108,9 +115,16 @@ impl Scheduler {
 
     fn settle(&mut self, outcome: Result<Outcome, tokio::task::JoinError>) {
         match outcome {
-            Ok(Outcome::BindFailed { pod, transient }) => {
+            Ok(Outcome::BindFailed {
+                pod,
+                transient,
+                unselected,
+            }) => {
                 // Forget the assumption so its room is free again; retry the pod at
                 // once after a conflict, otherwise when the cluster changes.
+                for claim in &unselected {
+                    self.selected_claims.remove(claim);
+                }
                 let uid = uid(&pod);
                 self.busy.remove(&uid);
                 self.assumed.remove(&uid);
@@ -140,6 +154,14 @@ impl Scheduler {
             match framework::schedule(&info, &snapshot) {
                 Ok(decision) => {
                     snapshot.add_pod(info.clone(), &decision.node);
+                    let claims =
+                        volume_binding::claims_to_select(&info, &snapshot.volumes, &decision.node);
+                    let volumes = Arc::make_mut(&mut snapshot.volumes);
+                    for claim in &claims {
+                        volumes.assume_selected_node(claim, &decision.node);
+                        self.selected_claims
+                            .insert(claim.clone(), decision.node.clone());
+                    }
                     self.failed.remove(&uid(&pod));
                     self.assumed.insert(uid(&pod), decision.node.clone());
                     self.busy.insert(uid(&pod));
@@ -148,6 +170,7 @@ impl Scheduler {
                         self.recorder.clone(),
                         pod,
                         decision.node,
+                        claims,
                     ))
                     .await;
                 }
@@ -240,12 +263,26 @@ impl Scheduler {
             })
             .collect();
         let mut snapshot = Snapshot::new(self.cache.nodes.state(), occupying, namespace_labels);
+        snapshot.volumes = Arc::new(self.volumes());
         self.assumed.clear();
         for (uid, node, info) in assumed {
             snapshot.add_pod(info, &node);
             self.assumed.insert(uid, node);
         }
         (snapshot, pending)
+    }
+
+    /// The storage objects, with the claim annotations written but not yet seen
+    /// applied; assumptions the cache has caught up with are forgotten.
+    fn volumes(&mut self) -> Volumes {
+        let mut volumes = Volumes::new(
+            self.cache.claims.state(),
+            self.cache.volumes.state(),
+            self.cache.storage_classes.state(),
+        );
+        self.selected_claims
+            .retain(|claim, node| volumes.assume_selected_node(claim, node));
+        volumes
     }
 
     /// A pod that failed is retried once the cluster or the pod itself changed.
@@ -301,13 +338,47 @@ fn pod_api(client: &kube::Client, pod: &Pod) -> Api<Pod> {
     )
 }
 
-/// Binds `pod` to `node` through `pods/binding` and records `Scheduled`.
+/// Annotates each of `claims` with the node chosen for its first consumer, so the
+/// provisioner creates its volume there; returns the claims it could not annotate.
+async fn select_node_for_claims(
+    client: &kube::Client,
+    claims: Vec<ClaimKey>,
+    node: &str,
+) -> Vec<ClaimKey> {
+    let mut failed = Vec::new();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {volume_binding::SELECTED_NODE: node}}
+    });
+    for (namespace, name) in claims {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+        let patched = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        if let Err(err) = patched {
+            tracing::warn!(%err, claim = %format!("{namespace}/{name}"), node, "selecting the node of a claim");
+            failed.push((namespace, name));
+        }
+    }
+    failed
+}
+
+/// Annotates the pod's delayed-binding `claims` with `node`, then binds `pod` to
+/// `node` through `pods/binding` and records `Scheduled`.
 async fn bind(
     client: kube::Client,
     recorder: EventRecorder,
     pod: Arc<Pod>,
     node: String,
+    claims: Vec<ClaimKey>,
 ) -> Outcome {
+    let unselected = select_node_for_claims(&client, claims, &node).await;
+    if !unselected.is_empty() {
+        return Outcome::BindFailed {
+            pod,
+            transient: false,
+            unselected,
+        };
+    }
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod
         .metadata
@@ -335,7 +406,11 @@ async fn bind(
     if let Err(err) = created {
         let transient = matches!(&err, kube::Error::Api(status) if status.code == 409);
         tracing::warn!(%err, pod = %format!("{namespace}/{name}"), node, "binding failed");
-        return Outcome::BindFailed { pod, transient };
+        return Outcome::BindFailed {
+            pod,
+            transient,
+            unselected: Vec::new(),
+        };
     }
     let message = format!("Successfully assigned {namespace}/{name} to {node}");
     recorder

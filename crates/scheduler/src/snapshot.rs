@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
+use crate::filters::volume_binding::Volumes;
 use crate::labels::{self, Labels};
 use crate::resources::{PodRequests, Resources};
 
@@ -371,6 +372,8 @@ pub struct Snapshot {
     pub pods_with_required_anti_affinity: Vec<(usize, Arc<PodInfo>)>,
     /// (node position, pod) of every bound pod with any affinity term (for scores).
     pub pods_with_affinity: Vec<(usize, Arc<PodInfo>)>,
+    /// Claims, volumes and storage classes, for pods' PersistentVolumeClaims.
+    pub volumes: Arc<Volumes>,
 }
 
 impl Snapshot {

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use gantry_apiserver::testing::TestServer;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use gantry_scheduler::filters::volume_binding::SELECTED_NODE;
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -297,5 +298,106 @@ async fn required_anti_affinity_puts_replicas_on_different_nodes() {
         "0/5 nodes are available: 5 node(s) didn't satisfy existing pods anti-affinity rules. \
          preemption: 0/5 nodes are available: 5 No preemption victims found for incoming pod.."
     );
+    cluster.shutdown().await;
+}
+
+/// A pod using claim `claim` as its only volume.
+fn claim_volume(claim: &str) -> serde_json::Value {
+    json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]})
+}
+
+impl Cluster {
+    async fn add_claim(&self, name: &str, class: &str) {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "storageClassName": class,
+            },
+        }))
+        .expect("claim");
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &claim)
+            .await
+            .expect("create claim");
+    }
+}
+
+#[tokio::test]
+async fn claims_decide_where_pods_go() {
+    let cluster = Cluster::start().await;
+    for node in ["node-1", "node-2"] {
+        cluster.add_node(node, "2", &[], json!([])).await;
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), "default");
+
+    // The bootstrapped local-path class waits for the first consumer: the pod is
+    // scheduled and its claim annotated with the chosen node.
+    cluster.add_claim("delayed", "local-path").await;
+    cluster
+        .add_pod("first", "100m", claim_volume("delayed"))
+        .await;
+    let node = cluster.node_of("first").await;
+    let claim = claims.get("delayed").await.expect("claim");
+    let selected = claim
+        .metadata
+        .annotations
+        .and_then(|annotations| annotations.get(SELECTED_NODE).cloned());
+    assert_eq!(selected.as_deref(), Some(node.as_str()));
+    // A second consumer follows the claim to that node.
+    cluster
+        .add_pod("second", "100m", claim_volume("delayed"))
+        .await;
+    assert_eq!(cluster.node_of("second").await, node);
+
+    // No class means immediate binding: unschedulable until the binder binds it.
+    cluster.add_claim("static", "").await;
+    cluster
+        .add_pod("waiting", "100m", claim_volume("static"))
+        .await;
+    assert_eq!(
+        cluster.unschedulable_message("waiting").await,
+        "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+         preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
+    );
+
+    // A claim bound to a local volume on node-2 keeps its pods there.
+    let volume: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": "local-on-2"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/tmp/unused"},
+            "claimRef": {"namespace": "default", "name": "pinned"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-2"]}
+            ]}]}},
+        },
+    }))
+    .expect("volume");
+    Api::<PersistentVolume>::all(cluster.client.clone())
+        .create(&PostParams::default(), &volume)
+        .await
+        .expect("create volume");
+    let pinned: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "pinned"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "storageClassName": "",
+            "volumeName": "local-on-2",
+        },
+    }))
+    .expect("claim");
+    claims
+        .create(&PostParams::default(), &pinned)
+        .await
+        .expect("create claim");
+    for i in 0..3 {
+        let name = format!("pinned{i}");
+        cluster.add_pod(&name, "100m", claim_volume("pinned")).await;
+        assert_eq!(cluster.node_of(&name).await, "node-2");
+    }
     cluster.shutdown().await;
 }

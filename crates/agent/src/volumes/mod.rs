@@ -14,6 +14,7 @@ mod host;
 mod mounts;
 mod paths;
 mod projection;
+pub mod reclaimer;
 mod watcher;
 
 use std::collections::BTreeMap;
@@ -502,6 +503,7 @@ impl VolumeManager {
             .get_opt(&volume_name)
             .await?
             .ok_or_else(|| bad_volume("not found"))?;
+        let provisioned = reclaimer::is_local_path_volume(&volume);
         let spec = volume.spec.unwrap_or_default();
         let claim_ref_uid = spec.claim_ref.as_ref().and_then(|r| r.uid.as_ref());
         if let (Some(bound_to), Some(uid)) = (claim_ref_uid, claim.metadata.uid.as_ref())
@@ -512,6 +514,9 @@ impl VolumeManager {
         let read_only = source.read_only.unwrap_or(false);
         let kind = VolumeKind::PersistentVolumeClaim;
         if let Some(host_path) = &spec.host_path {
+            if provisioned {
+                create_provisioned_dir(&host_path.path).await?;
+            }
             return prepare_host_path(host_path, read_only, kind).await;
         }
         if let Some(local) = &spec.local {
@@ -527,6 +532,22 @@ impl VolumeManager {
             "only hostPath and local PersistentVolumes are supported",
         ))
     }
+}
+
+/// Creates a provisioned volume's directory world-writable on first use, as
+/// rancher's local-path provisioner does, so containers running as any user can
+/// write to their claim; an existing directory is left as it is.
+async fn create_provisioned_dir(path: &str) -> Result<(), VolumeError> {
+    let path = PathBuf::from(path);
+    let context = format!("creating volume directory {}", path.display());
+    tokio::task::spawn_blocking(move || match std::fs::symlink_metadata(&path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            create_volume_dir(&path, EMPTY_DIR_MODE)
+        }
+        _ => Ok(()),
+    })
+    .await?
+    .map_err(io_error(context))
 }
 
 /// `<root>/<uid>`, refusing a uid that is not a single, ordinary path segment.

@@ -661,6 +661,8 @@ async fn claims_mount_their_bound_host_path_volume() {
                 ..Default::default()
             }),
             volume_name: volume_name.map(str::to_owned),
+            // No class (not the cluster's default one): static volumes only.
+            storage_class_name: Some(String::new()),
             ..Default::default()
         }),
         ..Default::default()

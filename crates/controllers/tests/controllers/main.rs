@@ -8,6 +8,7 @@ mod daemon_sets;
 mod deployments;
 mod jobs;
 mod lifecycle;
+mod local_path;
 mod node_ipam;
 mod stateful_sets;
 mod volume_binder;

@@ -143,6 +143,8 @@ fn claim(name: &str, size: &str, modes: &[&str]) -> PersistentVolumeClaim {
                 requests: Some(storage(size)),
                 ..Default::default()
             }),
+            // No class (not the cluster's default one): static volumes only.
+            storage_class_name: Some(String::new()),
             ..Default::default()
         }),
         status: None,

@@ -119,6 +119,10 @@ pub struct ServerArgs {
     /// pods are evicted (kube-controller-manager's flag, e.g. `40s`, `2m`).
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
+    /// Where the local-path provisioner puts volumes on the nodes
+    /// [default: <root>/storage].
+    #[arg(long)]
+    default_local_storage_path: Option<PathBuf>,
 }
 
 /// Parses a Go-style duration such as `40s`, `1m30s` or `500ms`.
@@ -153,6 +157,10 @@ impl LocalComponents {
             Some(name) => name.clone(),
             None => host_name()?,
         };
+        let storage_dir = args
+            .default_local_storage_path
+            .clone()
+            .unwrap_or_else(|| global.root.join("storage"));
         let agent = if args.disable_agent {
             None
         } else {
@@ -160,6 +168,7 @@ impl LocalComponents {
                 AgentConfig::new(node_name, global.root.clone(), shim_command(global)?);
             config.kubelet_port = args.kubelet_port;
             config.node_ip = args.node_ip;
+            config.local_storage_dir = storage_dir.clone();
             if args.pod_network == PodNetworkBackend::Bridge {
                 config.pod_network = Some(PodNetworkSettings::new(args.cluster_cidr));
                 enable_cluster_dns(&mut config);
@@ -173,6 +182,7 @@ impl LocalComponents {
                 let mut config = ControllerManagerConfig::default();
                 config.node_ipam.cluster_cidr = args.cluster_cidr;
                 config.node_lifecycle.grace_period = args.node_monitor_grace_period;
+                config.local_path.storage_dir = storage_dir;
                 (data_dir.join("controller-manager.kubeconfig"), config)
             }),
             agent,

@@ -6,6 +6,7 @@ mod common;
 
 mod containers;
 mod control_plane;
+mod dynamic_volumes;
 mod exec;
 mod image_cli;
 mod image_registry;

@@ -266,7 +266,8 @@ containers:
 }
 
 /// A pod whose claim is unbound waits; once a PersistentVolume appears, the
-/// binder binds it and the pod writes into the volume's host path.
+/// binder binds it and the pod writes into the volume's host path. The claim
+/// asks for no class (static volumes only), not the default local-path one.
 fn claims_wait_for_a_volume_then_mount_it(node: &AgentNode) {
     node.server.apply(
         r#"apiVersion: v1
@@ -275,6 +276,7 @@ metadata: {name: data}
 spec:
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 1Gi}}
+  storageClassName: ""
 "#,
     );
     run_pod(
