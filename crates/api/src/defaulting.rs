@@ -39,9 +39,32 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
         "CronJob" => default_cron_job(obj),
         "StorageClass" => default_storage_class(obj),
         "PriorityClass" => default_priority_class(obj),
+        "RoleBinding" | "ClusterRoleBinding" => default_role_binding_subjects(obj),
         // Lease, Event, ServiceAccount, ConfigMap and Binding have no
         // defaulted fields in Kubernetes.
         _ => {}
+    }
+}
+
+/// `SetDefaults_Subject`: Users and Groups belong to the RBAC group, ServiceAccounts to
+/// the core group, when the subject does not say.
+fn default_role_binding_subjects(obj: &mut Map<String, Value>) {
+    let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for subject in subjects.iter_mut().filter_map(Value::as_object_mut) {
+        let group = match subject.get("kind").and_then(Value::as_str) {
+            Some("User" | "Group") => "rbac.authorization.k8s.io",
+            Some("ServiceAccount") => "",
+            _ => continue,
+        };
+        let unset = subject
+            .get("apiGroup")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if unset {
+            subject.insert("apiGroup".into(), Value::from(group));
+        }
     }
 }
 

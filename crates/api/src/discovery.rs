@@ -161,6 +161,11 @@ fn subresource_entry(r: &ResourceInfo, sub: Subresource) -> Value {
         Subresource::Attach => (None, "PodAttachOptions", &["create", "get"]),
         Subresource::PortForward => (None, "PodPortForwardOptions", &["create", "get"]),
         Subresource::Finalize => (None, r.kind, &["update"]),
+        Subresource::Token => (
+            Some(("authentication.k8s.io", "v1")),
+            "TokenRequest",
+            &["create"],
+        ),
     };
     let mut entry = json!({
         "name": format!("{}/{}", r.plural, sub.name()),

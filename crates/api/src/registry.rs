@@ -50,6 +50,8 @@ pub enum Subresource {
     PortForward,
     /// `namespaces/finalize`: the namespace controller removes finalizers.
     Finalize,
+    /// `serviceaccounts/token`: issues a signed token for the account (TokenRequest).
+    Token,
 }
 
 impl Subresource {
@@ -65,6 +67,7 @@ impl Subresource {
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
             Subresource::Finalize => "finalize",
+            Subresource::Token => "token",
         }
     }
 
@@ -80,6 +83,7 @@ impl Subresource {
             "attach" => Subresource::Attach,
             "portforward" => Subresource::PortForward,
             "finalize" => Subresource::Finalize,
+            "token" => Subresource::Token,
             _ => return None,
         })
     }
@@ -178,6 +182,18 @@ const SCHEDULING_V1: GroupVersion = GroupVersion {
     group: "scheduling.k8s.io",
     version: "v1",
 };
+const RBAC_V1: GroupVersion = GroupVersion {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+};
+const AUTHENTICATION_V1: GroupVersion = GroupVersion {
+    group: "authentication.k8s.io",
+    version: "v1",
+};
+const AUTHORIZATION_V1: GroupVersion = GroupVersion {
+    group: "authorization.k8s.io",
+    version: "v1",
+};
 
 use Subresource::*;
 
@@ -270,7 +286,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["sa"],
         namespaced: true,
         categories: &[],
-        subresources: &[],
+        subresources: &[Token],
         stored: true,
     },
     ResourceInfo {
@@ -437,6 +453,105 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         subresources: &[],
         stored: true,
+    },
+    ResourceInfo {
+        group_version: RBAC_V1,
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        short_names: &[],
+        namespaced: false,
+        categories: &[],
+        subresources: &[],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: RBAC_V1,
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        short_names: &[],
+        namespaced: false,
+        categories: &[],
+        subresources: &[],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: RBAC_V1,
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+        subresources: &[],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: RBAC_V1,
+        kind: "Role",
+        plural: "roles",
+        singular: "role",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+        subresources: &[],
+        stored: true,
+    },
+    ResourceInfo {
+        group_version: AUTHENTICATION_V1,
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        short_names: &[],
+        namespaced: false,
+        categories: &[],
+        subresources: &[],
+        stored: false,
+    },
+    ResourceInfo {
+        group_version: AUTHENTICATION_V1,
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        singular: "tokenreview",
+        short_names: &[],
+        namespaced: false,
+        categories: &[],
+        subresources: &[],
+        stored: false,
+    },
+    ResourceInfo {
+        group_version: AUTHORIZATION_V1,
+        kind: "LocalSubjectAccessReview",
+        plural: "localsubjectaccessreviews",
+        singular: "localsubjectaccessreview",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+        subresources: &[],
+        stored: false,
+    },
+    ResourceInfo {
+        group_version: AUTHORIZATION_V1,
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        short_names: &[],
+        namespaced: false,
+        categories: &[],
+        subresources: &[],
+        stored: false,
+    },
+    ResourceInfo {
+        group_version: AUTHORIZATION_V1,
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        short_names: &[],
+        namespaced: false,
+        categories: &[],
+        subresources: &[],
+        stored: false,
     },
 ];
 

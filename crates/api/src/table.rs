@@ -163,6 +163,8 @@ fn printer_for(kind: &str) -> Printer {
         "CronJob" => (CRON_JOB_COLUMNS, cron_job_cells),
         "StorageClass" => (STORAGE_CLASS_COLUMNS, storage_class_cells),
         "PriorityClass" => (PRIORITY_CLASS_COLUMNS, priority_class_cells),
+        "Role" | "ClusterRole" => (ROLE_COLUMNS, role_cells),
+        "RoleBinding" | "ClusterRoleBinding" => (ROLE_BINDING_COLUMNS, role_binding_cells),
         _ => (DEFAULT_COLUMNS, default_cells),
     };
     let conditions: Conditions = if kind == "Pod" {
@@ -908,6 +910,72 @@ fn cron_job_cells(object: &Value, now: SystemTime) -> Vec<Value> {
         json!(or_none(&format_selector(
             template.pointer("/spec/selector")
         ))),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// rbac.authorization.k8s.io/v1 Roles, ClusterRoles and their bindings.
+
+const ROLE_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Created At",
+        "date",
+        "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+    ),
+];
+
+/// Roles print their creation time as an RFC 3339 date, not an age, as upstream does.
+fn role_cells(object: &Value, _now: SystemTime) -> Vec<Value> {
+    vec![
+        name(object),
+        json!(str_at(object, "/metadata/creationTimestamp")),
+    ]
+}
+
+const ROLE_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Role",
+        "string",
+        "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.",
+    ),
+    AGE,
+    wide("Users", "string", "Users in the roleBinding"),
+    wide("Groups", "string", "Groups in the roleBinding"),
+    wide(
+        "ServiceAccounts",
+        "string",
+        "ServiceAccounts in the roleBinding",
+    ),
+];
+
+fn role_binding_cells(object: &Value, now: SystemTime) -> Vec<Value> {
+    let subjects = array_at(object, "/subjects");
+    let of_kind = |kind: &str| -> String {
+        subjects
+            .iter()
+            .filter(|s| str_at(s, "/kind") == kind)
+            .map(|s| match kind {
+                "ServiceAccount" => {
+                    format!("{}:{}", str_at(s, "/namespace"), str_at(s, "/name"))
+                }
+                _ => str_at(s, "/name").to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        name(object),
+        json!(format!(
+            "{}/{}",
+            str_at(object, "/roleRef/kind"),
+            str_at(object, "/roleRef/name")
+        )),
+        creation_age(object, now),
+        json!(of_kind("User")),
+        json!(of_kind("Group")),
+        json!(of_kind("ServiceAccount")),
     ]
 }
 
@@ -1951,6 +2019,35 @@ mod tests {
             ]
         );
         assert_eq!(row[4], "PreemptLowerPriority");
+    }
+
+    #[test]
+    fn role_bindings_show_their_role_and_subjects_by_kind() {
+        let binding = json!({
+            "metadata": {"name": "read-pods", "namespace": "dev", "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [
+                {"kind": "User", "name": "jane"},
+                {"kind": "Group", "name": "devs"},
+                {"kind": "ServiceAccount", "name": "ci", "namespace": "dev"},
+                {"kind": "User", "name": "joe"},
+            ],
+        });
+        let t = table("rbac.authorization.k8s.io/v1", "RoleBinding", &[binding]);
+        let names: Vec<_> = column_names(&t).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]
+        );
+        let row = t["rows"][0]["cells"].as_array().expect("cells");
+        assert_eq!(row[1], "Role/pod-reader");
+        assert_eq!(row[3], "jane, joe");
+        assert_eq!(row[4], "devs");
+        assert_eq!(row[5], "dev:ci");
+        let role =
+            json!({"metadata": {"name": "view", "creationTimestamp": "2024-01-01T00:00:00Z"}});
+        let row = cells("rbac.authorization.k8s.io/v1", "ClusterRole", role);
+        assert_eq!(row, [json!("view"), json!("2024-01-01T00:00:00Z")]);
     }
 
     #[test]

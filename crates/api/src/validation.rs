@@ -155,7 +155,8 @@ fn cause(reason: &str, field: impl Into<String>, message: String) -> Cause {
 fn check_structure(resource: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
     use k8s_openapi::api::{
         apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-        discovery::v1 as discovery, scheduling::v1 as scheduling, storage::v1 as storage,
+        discovery::v1 as discovery, rbac::v1 as rbac, scheduling::v1 as scheduling,
+        storage::v1 as storage,
     };
     let result = match resource.kind {
         "Namespace" => decode::<core::Namespace>(object),
@@ -181,6 +182,10 @@ fn check_structure(resource: &ResourceInfo, object: &Value) -> Result<(), ApiErr
         "CronJob" => decode::<batch::CronJob>(object),
         "StorageClass" => decode::<storage::StorageClass>(object),
         "PriorityClass" => decode::<scheduling::PriorityClass>(object),
+        "Role" => decode::<rbac::Role>(object),
+        "ClusterRole" => decode::<rbac::ClusterRole>(object),
+        "RoleBinding" => decode::<rbac::RoleBinding>(object),
+        "ClusterRoleBinding" => decode::<rbac::ClusterRoleBinding>(object),
         _ => Ok(()),
     };
     result.map_err(|detail| {
@@ -239,29 +244,47 @@ enum NameRule {
     Dns1123Label,
     Dns1123Subdomain,
     Dns1035Label,
+    /// RBAC objects only need names usable in a URL path (`system:node` is valid).
+    PathSegment,
 }
 
 fn name_rule(kind: &str) -> NameRule {
     match kind {
         "Namespace" => NameRule::Dns1123Label,
         "Service" => NameRule::Dns1035Label,
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }
 }
 
 /// The problems with `value` under `rule`, as Kubernetes words them.
 fn name_problems(value: &str, rule: NameRule) -> Vec<String> {
-    let mut problems = Vec::new();
     let (max, ok, msg) = match rule {
         NameRule::Dns1123Label => (63, is_dns1123_label(value), DNS1123_LABEL_MSG),
         NameRule::Dns1123Subdomain => (253, is_dns1123_subdomain(value), DNS1123_SUBDOMAIN_MSG),
         NameRule::Dns1035Label => (63, is_dns1035_label(value), DNS1035_LABEL_MSG),
+        NameRule::PathSegment => return path_segment_problems(value),
     };
+    let mut problems = Vec::new();
     if value.len() > max {
         problems.push(format!("must be no more than {max} characters"));
     }
     if !ok {
         problems.push(msg.to_string());
+    }
+    problems
+}
+
+/// apimachinery's `IsValidPathSegmentName`.
+fn path_segment_problems(value: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if value == "." || value == ".." {
+        problems.push(format!("may not be '{value}'"));
+    }
+    for bad in ["/", "%"] {
+        if value.contains(bad) {
+            problems.push(format!("may not contain '{bad}'"));
+        }
     }
     problems
 }
@@ -472,6 +495,9 @@ fn validate_kind(kind: &str, object: &Value, old: Option<&Value>, errors: &mut E
         "CronJob" => validate_cron_job(object, errors),
         "StorageClass" => validate_storage_class(object, old, errors),
         "PriorityClass" => validate_priority_class(object, old, errors),
+        "Role" => validate_policy_rules(object, true, errors),
+        "ClusterRole" => validate_policy_rules(object, false, errors),
+        "RoleBinding" | "ClusterRoleBinding" => validate_role_binding(kind, object, old, errors),
         "Event" => validate_event(object, errors),
         "Binding" => validate_binding(object, errors),
         _ => {}
@@ -1304,6 +1330,124 @@ fn validate_cron_job(object: &Value, errors: &mut Errors) {
 }
 
 // ---------------------------------------------------------------------------
+// rbac.authorization.k8s.io/v1 Roles, ClusterRoles and their bindings.
+
+/// The API group of RBAC roles, the only one a `roleRef` may name.
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// Upstream's `ValidatePolicyRule`: every rule names verbs, and a rule of a
+/// namespaced Role names resources (with their groups), never non-resource URLs.
+/// A ClusterRole with an `aggregationRule` has its rules filled in by a controller.
+fn validate_policy_rules(object: &Value, namespaced: bool, errors: &mut Errors) {
+    for (i, rule) in items(object, "rules") {
+        let field = format!("rules[{i}]");
+        let has = |key: &str| {
+            rule.get(key)
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+        };
+        if !has("verbs") {
+            errors.required_with(
+                format!("{field}.verbs"),
+                "verbs must contain at least one value",
+            );
+        }
+        if has("nonResourceURLs") {
+            if namespaced {
+                errors.invalid_raw(
+                    format!("{field}.nonResourceURLs"),
+                    rule["nonResourceURLs"].to_string(),
+                    "namespaced rules cannot apply to non-resource URLs",
+                );
+            }
+            if has("apiGroups") || has("resources") || has("resourceNames") {
+                errors.invalid_raw(
+                    format!("{field}.nonResourceURLs"),
+                    rule["nonResourceURLs"].to_string(),
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                );
+            }
+            continue;
+        }
+        if rule.get("apiGroups").and_then(Value::as_array).is_none() {
+            errors.required_with(
+                format!("{field}.apiGroups"),
+                "resource rules must supply at least one api group",
+            );
+        }
+        if !has("resources") {
+            errors.required_with(
+                format!("{field}.resources"),
+                "resource rules must supply at least one resource",
+            );
+        }
+    }
+}
+
+/// Upstream's binding rules: a `roleRef` to a Role (RoleBindings only) or ClusterRole of
+/// the RBAC group, fixed once created, and subjects of a known kind.
+fn validate_role_binding(kind: &str, object: &Value, old: Option<&Value>, errors: &mut Errors) {
+    let role_ref = object.get("roleRef").unwrap_or(&Value::Null);
+    let allowed_kinds: &[&str] = if kind == "RoleBinding" {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    match str_at(role_ref, "apiGroup") {
+        Some(RBAC_GROUP) => {}
+        other => errors.not_supported("roleRef.apiGroup", other.unwrap_or(""), &[RBAC_GROUP]),
+    }
+    match str_at(role_ref, "kind") {
+        Some(k) if allowed_kinds.contains(&k) => {}
+        other => errors.not_supported("roleRef.kind", other.unwrap_or(""), allowed_kinds),
+    }
+    if str_at(role_ref, "name").is_none_or(str::is_empty) {
+        errors.required("roleRef.name");
+    }
+    if let Some(old) = old
+        && old.get("roleRef") != object.get("roleRef")
+    {
+        errors.invalid_raw("roleRef", role_ref.to_string(), "cannot change roleRef");
+    }
+    for (i, subject) in items(object, "subjects") {
+        let field = format!("subjects[{i}]");
+        if str_at(subject, "name").is_none_or(str::is_empty) {
+            errors.required(format!("{field}.name"));
+        }
+        match str_at(subject, "kind") {
+            Some("ServiceAccount") => {
+                if str_at(subject, "apiGroup").is_some_and(|g| !g.is_empty()) {
+                    errors.not_supported(
+                        format!("{field}.apiGroup"),
+                        str_at(subject, "apiGroup").unwrap_or(""),
+                        &[""],
+                    );
+                }
+                if kind == "ClusterRoleBinding"
+                    && str_at(subject, "namespace").is_none_or(str::is_empty)
+                {
+                    errors.required(format!("{field}.namespace"));
+                }
+            }
+            Some("User" | "Group") => {
+                if str_at(subject, "apiGroup") != Some(RBAC_GROUP) {
+                    errors.not_supported(
+                        format!("{field}.apiGroup"),
+                        str_at(subject, "apiGroup").unwrap_or(""),
+                        &[RBAC_GROUP],
+                    );
+                }
+            }
+            other => errors.not_supported(
+                format!("{field}.kind"),
+                other.unwrap_or(""),
+                &["ServiceAccount", "User", "Group"],
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // storage.k8s.io/v1 StorageClass and scheduling.k8s.io/v1 PriorityClass.
 
 const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain"];
@@ -2005,6 +2149,72 @@ mod tests {
                 Some(pc("high", 1000))
             )),
             ["value"]
+        );
+    }
+
+    #[test]
+    fn rbac_roles_need_verbs_and_resources_and_names_may_hold_colons() {
+        const RBAC: &str = "rbac.authorization.k8s.io/v1";
+        let role = |name: &str, rules: Value| json!({"apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules});
+        check(RBAC, "ClusterRole", role("system:node", json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}, {"nonResourceURLs": ["/healthz"], "verbs": ["get"]}])), None)
+            .expect("valid");
+        assert_eq!(
+            fields(check(
+                RBAC,
+                "ClusterRole",
+                role("a/b", json!([{"apiGroups": [""], "verbs": []}])),
+                None
+            )),
+            ["metadata.name", "rules[0].verbs", "rules[0].resources"]
+        );
+        let namespaced = json!({"apiVersion": RBAC, "kind": "Role", "metadata": {"name": "r", "namespace": "default"}, "rules": [{"nonResourceURLs": ["/x"], "verbs": ["get"]}]});
+        assert_eq!(
+            fields(check(RBAC, "Role", namespaced, None)),
+            ["rules[0].nonResourceURLs"]
+        );
+    }
+
+    #[test]
+    fn rbac_bindings_check_role_ref_and_subjects() {
+        const RBAC: &str = "rbac.authorization.k8s.io/v1";
+        let binding = |role_kind: &str, subjects: Value| {
+            json!({
+                "apiVersion": RBAC, "kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": "view"},
+                "subjects": subjects,
+            })
+        };
+        let user =
+            json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}]);
+        check(
+            RBAC,
+            "ClusterRoleBinding",
+            binding("ClusterRole", user.clone()),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            fields(check(
+                RBAC,
+                "ClusterRoleBinding",
+                binding(
+                    "Role",
+                    json!([{"kind": "ServiceAccount", "name": "x"}, {"kind": "Robot", "name": "y"}])
+                ),
+                None
+            )),
+            ["roleRef.kind", "subjects[0].namespace", "subjects[1].kind"]
+        );
+        let mut changed = binding("ClusterRole", user.clone());
+        changed["roleRef"]["name"] = json!("edit");
+        assert_eq!(
+            fields(check(
+                RBAC,
+                "ClusterRoleBinding",
+                changed,
+                Some(binding("ClusterRole", user))
+            )),
+            ["roleRef"]
         );
     }
 

@@ -1,6 +1,7 @@
 //! Request authentication the way kube-apiserver does it: a verified x509 client certificate
 //! (user = subject CN, groups = subject O values) or a static bearer token from a
-//! `--token-auth-file` style CSV. Authorization is a separate, later step.
+//! `--token-auth-file` style CSV. Service-account tokens are verified by
+//! [`crate::tokens`]; authorization is a separate, later step ([`crate::authz`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -121,7 +122,7 @@ impl Authenticator {
 }
 
 /// Extracts the token from `Bearer <token>` (scheme case-insensitive, as in Kubernetes).
-fn bearer_token(header: &str) -> Option<&str> {
+pub(crate) fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -2,6 +2,7 @@
 
 pub mod allocators;
 pub mod auth;
+pub mod authz;
 pub mod bootstrap;
 pub mod namespaces;
 pub mod objects;
@@ -12,6 +13,7 @@ pub mod selectors;
 pub mod server;
 pub mod storage_classes;
 pub mod tls;
+pub mod tokens;
 
 pub use server::{Component, OnListening, ServerConfig, ServerError, run};
 

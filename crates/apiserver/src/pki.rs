@@ -412,6 +412,28 @@ pub(crate) fn certificate_sans(
     Some(names)
 }
 
+/// The file holding the key service-account tokens are signed with (PKCS#8 PEM, P-256).
+const SERVICE_ACCOUNT_KEY_FILE: &str = "service-account.key";
+
+/// Reads the service-account signing key from `dir`, creating it on first start, so tokens
+/// stay valid across restarts. Returns the private key as PKCS#8 PEM.
+pub fn load_or_create_service_account_key(dir: &Path) -> Result<String, PkiError> {
+    create_private_dir(dir)?;
+    let path = dir.join(SERVICE_ACCOUNT_KEY_FILE);
+    if let Some(pem) = read_optional(&path)? {
+        KeyPair::from_pem(&pem).map_err(|e| PkiError::Invalid {
+            what: "service-account signing key",
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        return Ok(pem);
+    }
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let pem = key.serialize_pem();
+    write_file(&path, pem.as_bytes(), 0o600)?;
+    Ok(pem)
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()

@@ -135,13 +135,7 @@ pub async fn handle(
             Ok(format.object(resource, updated, StatusCode::OK))
         }
         ("PATCH", Some(name), sub) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let patch_type = PatchType::from_content_type(content_type).ok_or_else(|| {
-                ApiError::new(Reason::UnsupportedMediaType, format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
-            })?;
+            let patch_type = patch_type(headers)?;
             let patched =
                 patch_object(objects, &target, name, sub, patch_type, &body, write).await?;
             Ok(format.object(resource, patched, StatusCode::OK))
@@ -820,7 +814,34 @@ impl ResponseFormat {
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<Value, ApiError> {
+/// The patch format a PATCH request's content type names.
+fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(content_type).ok_or_else(|| {
+        ApiError::new(Reason::UnsupportedMediaType, format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
+    })
+}
+
+/// The object a PATCH of `target` would store, without storing it, so admission checks
+/// (RBAC escalation) can judge the result rather than the patch.
+pub async fn preview_patch(
+    objects: &Objects,
+    target: &Target,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let name = target.name.as_deref().unwrap_or_default();
+    let current = objects
+        .get(target.resource, target.namespace.as_deref(), name)
+        .await?;
+    patch::apply_patch(patch_type(headers)?, &current.object, body, target.resource)
+}
+
+/// Parses a JSON request body.
+pub fn decode_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|err| {
         ApiError::bad_request(format!(
             "the object provided is unrecognized or malformed: {err}"

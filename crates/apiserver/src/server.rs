@@ -19,7 +19,8 @@ use axum::routing::{any, get, post};
 use gantry_api::{ApiError, GroupVersion, Reason, discovery, openapi};
 use serde_json::Value;
 
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{self, AuthError, Authenticator, UserInfo};
+use crate::authz::{self, Attributes, Authorizer, escalation, reviews};
 use crate::bootstrap::{JoinToken, JoinTokenError};
 use crate::namespaces;
 use crate::objects::Objects;
@@ -27,6 +28,7 @@ use crate::pki::{ClusterPki, PkiError};
 use crate::proxy::{self, PodProxy};
 use crate::rest;
 use crate::tls::{PeerCertificates, serve_tls};
+use crate::tokens::{ServiceAccountTokens, TokenKeyError};
 
 /// Everything `gantry server` (or a test) chooses about one server instance.
 #[derive(Debug, Clone)]
@@ -79,9 +81,12 @@ pub enum ServerError {
     /// The node join token could not be read or created.
     #[error(transparent)]
     JoinToken(#[from] JoinTokenError),
-    /// The system namespaces could not be created.
+    /// The system namespaces or the bootstrap RBAC policy could not be created.
     #[error("bootstrapping the cluster: {0}")]
     Bootstrap(ApiError),
+    /// The service-account token signing key could not be read or created.
+    #[error(transparent)]
+    TokenKey(#[from] TokenKeyError),
 }
 
 /// A started server's address, known once it listens, so callers can point clients at it.
@@ -95,6 +100,8 @@ struct AppState {
     pki: Arc<ClusterPki>,
     join_token: JoinToken,
     pod_proxy: PodProxy,
+    authorizer: Authorizer,
+    tokens: Arc<ServiceAccountTokens>,
 }
 
 /// Runs the server until `shutdown` completes, then stops serving and closes the store.
@@ -141,6 +148,14 @@ pub async fn run(
     ensure_system_priority_classes(&objects)
         .await
         .map_err(ServerError::Bootstrap)?;
+    authz::policy::reconcile(&objects)
+        .await
+        .map_err(ServerError::Bootstrap)?;
+    // Loaded before the first request, so nobody is denied for want of a warm cache.
+    let authorizer = Authorizer::default();
+    let rbac_revision = authorizer.load(&*store).await?;
+    let tokens =
+        ServiceAccountTokens::load_or_create(&config.data_dir.join("pki"), objects.clone())?;
     let join_token = JoinToken::load_or_create(&config.data_dir, pki.ca_pem())?;
     tracing::info!(path = %join_token.path().display(), "node join token");
     let tls = pki.server_tls_config()?;
@@ -151,8 +166,13 @@ pub async fn run(
         pod_proxy: PodProxy::new(objects.clone(), &pki)?,
         pki: Arc::new(pki),
         join_token,
+        authorizer: authorizer.clone(),
+        tokens: Arc::new(tokens),
     };
     let (stop_controllers, controllers_stopped) = tokio::sync::watch::channel(false);
+    let stop_rbac = tokio_util::sync::CancellationToken::new();
+    let rbac_follower =
+        tokio::spawn(authorizer.follow(store.clone(), rbac_revision, stop_rbac.clone()));
     let namespace_controller = tokio::spawn(namespaces::run(objects, controllers_stopped));
     let pod_proxy = state.pod_proxy.clone();
     let app = router(state);
@@ -161,7 +181,9 @@ pub async fn run(
     let served = serve_tls(listener, tls, app, shutdown).await;
     pod_proxy.shutdown().await;
     let _ = stop_controllers.send(true);
+    stop_rbac.cancel();
     let _ = namespace_controller.await;
+    let _ = rbac_follower.await;
     tokio::task::spawn_blocking(move || store.shutdown())
         .await
         .map_err(std::io::Error::other)?;
@@ -250,12 +272,10 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Rejects requests without valid credentials, except Kubernetes' public-info endpoints.
-async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Authenticates every request (x509, static or service-account bearer token) and
+/// authorizes it with RBAC, except Kubernetes' public-info endpoints, which anonymous
+/// clients may read, and the node join endpoints, which check the join token themselves.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let public = matches!(path, "/healthz" | "/livez" | "/readyz" | "/version");
     // A joining node has no credentials yet: these check the join token themselves.
@@ -269,22 +289,54 @@ async fn authenticate(
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match state
-        .authenticator
-        .authenticate(certificates.as_deref().map(|c| c.as_slice()), authorization)
-    {
-        Ok(user) => {
-            tracing::debug!(user = %user.name, method = %request.method(), uri = %request.uri(), "request");
-            // For handlers that authorize (the pod stream subresources).
-            request.extensions_mut().insert(user);
-            next.run(request).await
-        }
-        Err(_) if public && authorization.is_none() => next.run(request).await,
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let authenticated = authenticate_user(
+        &state,
+        certificates.as_deref().map(|c| c.as_slice()),
+        authorization.as_deref(),
+    )
+    .await;
+    let user = match authenticated {
+        Ok(user) => user,
+        Err(_) if public && authorization.is_none() => return next.run(request).await,
         Err(err) => {
             tracing::warn!(%err, uri = %request.uri(), "authentication failed");
-            status(ApiError::new(Reason::Unauthorized, "Unauthorized"))
+            return status(ApiError::new(Reason::Unauthorized, "Unauthorized"));
         }
+    };
+    let attributes = Attributes::from_request(request.method(), path, request.uri().query());
+    if !state.authorizer.allows(&user, &attributes) {
+        tracing::info!(user = %user.name, ?attributes, "forbidden");
+        return status(authz::forbidden(&user, &attributes));
+    }
+    tracing::debug!(user = %user.name, method = %request.method(), uri = %request.uri(), "request");
+    // For handlers that act on behalf of the user (reviews, escalation checks).
+    request.extensions_mut().insert(user);
+    next.run(request).await
+}
+
+/// A client certificate or static token first; then a service-account token.
+async fn authenticate_user(
+    state: &AppState,
+    certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    authorization: Option<&str>,
+) -> Result<UserInfo, AuthError> {
+    match state
+        .authenticator
+        .authenticate(certificates, authorization)
+    {
+        Err(AuthError::Unauthenticated) => {
+            let token = authorization
+                .and_then(auth::bearer_token)
+                .ok_or(AuthError::Unauthenticated)?;
+            state
+                .tokens
+                .authenticate(token)
+                .await
+                .ok_or(AuthError::Unauthenticated)
+        }
+        other => other,
     }
 }
 
@@ -464,15 +516,22 @@ async fn resource_request(
     };
     let outcome = match rest::parse_target(group, version, rest) {
         Ok(target) => {
-            rest::handle(
-                &state.objects,
-                &parts.method,
-                target,
-                &query,
-                &parts.headers,
-                body,
-            )
-            .await
+            let user = parts.extensions.get::<UserInfo>();
+            match special_request(&state, &parts.method, &target, user, &parts.headers, &body).await
+            {
+                Some(outcome) => outcome,
+                None => {
+                    rest::handle(
+                        &state.objects,
+                        &parts.method,
+                        target,
+                        &query,
+                        &parts.headers,
+                        body,
+                    )
+                    .await
+                }
+            }
         }
         Err(err) => Err(err),
     };
@@ -483,6 +542,68 @@ async fn resource_request(
             status(err)
         }
     }
+}
+
+/// The requests the generic REST verbs do not serve: reviews and TokenRequests (answered
+/// here), and writes of RBAC objects, which must first pass the escalation check
+/// (`None` lets them through to the REST layer).
+async fn special_request(
+    state: &AppState,
+    method: &axum::http::Method,
+    target: &rest::Target,
+    user: Option<&UserInfo>,
+    headers: &axum::http::HeaderMap,
+    body: &axum::body::Bytes,
+) -> Option<Result<Response, ApiError>> {
+    let resource = target.resource;
+    let anonymous = || ApiError::new(Reason::Unauthorized, "Unauthorized");
+    let namespace = target.namespace.as_deref();
+    if *method == axum::http::Method::POST && reviews::is_review(resource) {
+        let answer = async {
+            let user = user.ok_or_else(anonymous)?;
+            let review = rest::decode_body(body)?;
+            reviews::answer(
+                resource,
+                namespace,
+                review,
+                user,
+                &state.authorizer,
+                &state.tokens,
+            )
+            .await
+        };
+        return Some(answer.await.map(|review| created(&review)));
+    }
+    if *method == axum::http::Method::POST
+        && target.subresource == Some(gantry_api::Subresource::Token)
+    {
+        let answer = async {
+            let name = target.name.as_deref().unwrap_or_default();
+            let request = rest::decode_body(body)?;
+            state
+                .tokens
+                .request(namespace.unwrap_or_default(), name, &request)
+                .await
+        };
+        return Some(answer.await.map(|token| created(&token)));
+    }
+    if resource.group_version.group != "rbac.authorization.k8s.io" {
+        return None;
+    }
+    let user = user?;
+    let proposed = match method.as_str() {
+        "POST" | "PUT" => rest::decode_body(body),
+        "PATCH" => rest::preview_patch(&state.objects, target, headers, body).await,
+        _ => return None,
+    };
+    let checked = proposed.and_then(|object| {
+        escalation::check_write(&state.authorizer, user, resource, namespace, &object)
+    });
+    checked.err().map(Err)
+}
+
+fn created(object: &Value) -> Response {
+    (StatusCode::CREATED, json(object.clone())).into_response()
 }
 
 /// kube-apiserver's limit on request bodies (3 MiB).

@@ -585,6 +585,17 @@ impl ResourceOps {
                     format!("create {what}"),
                 )]
             }
+            Subresource::Token => {
+                let token_request =
+                    schemas::definition_name("authentication.k8s.io", "v1", "TokenRequest")
+                        .unwrap_or_default();
+                vec![self.create(
+                    &suffix,
+                    &token_request,
+                    ("authentication.k8s.io", "v1", "TokenRequest".into()),
+                    format!("create {what}"),
+                )]
+            }
             Subresource::Finalize => {
                 let mut replace = self.op("put", "put", "replace", &suffix, WRITE_PARAMS);
                 replace.description = format!("replace {what}");

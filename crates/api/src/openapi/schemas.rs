@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, policy, scheduling, storage,
+    apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, policy,
+    rbac, scheduling, storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
@@ -82,6 +83,36 @@ fn kinds() -> Vec<Kind> {
         kind::<batch::v1::CronJob>("batch", "v1", "CronJob"),
         kind::<storage::v1::StorageClass>("storage.k8s.io", "v1", "StorageClass"),
         kind::<scheduling::v1::PriorityClass>("scheduling.k8s.io", "v1", "PriorityClass"),
+        kind::<rbac::v1::ClusterRoleBinding>(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+        ),
+        kind::<rbac::v1::ClusterRole>("rbac.authorization.k8s.io", "v1", "ClusterRole"),
+        kind::<rbac::v1::RoleBinding>("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+        kind::<rbac::v1::Role>("rbac.authorization.k8s.io", "v1", "Role"),
+        kind::<authentication::v1::TokenRequest>("authentication.k8s.io", "v1", "TokenRequest"),
+        kind::<authentication::v1::TokenReview>("authentication.k8s.io", "v1", "TokenReview"),
+        kind::<authentication::v1::SelfSubjectReview>(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+        ),
+        kind::<authorization::v1::LocalSubjectAccessReview>(
+            "authorization.k8s.io",
+            "v1",
+            "LocalSubjectAccessReview",
+        ),
+        kind::<authorization::v1::SelfSubjectAccessReview>(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+        ),
+        kind::<authorization::v1::SubjectAccessReview>(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+        ),
         kind::<autoscaling::v1::Scale>("autoscaling", "v1", "Scale"),
         kind::<policy::v1::Eviction>("policy", "v1", "Eviction"),
         kind::<meta::Status>("", "v1", "Status"),

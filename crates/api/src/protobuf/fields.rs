@@ -11,6 +11,8 @@ use super::{KindMessage, MessageSchema, field};
 /// `(api_version, kind)`.
 #[rustfmt::skip]
 pub(super) static KINDS: &[KindMessage] = &[
+    KindMessage { api_version: "apps/v1", kind: "ControllerRevision", message: "io.k8s.api.apps.v1.ControllerRevision" },
+    KindMessage { api_version: "apps/v1", kind: "ControllerRevisionList", message: "io.k8s.api.apps.v1.ControllerRevisionList" },
     KindMessage { api_version: "apps/v1", kind: "DaemonSet", message: "io.k8s.api.apps.v1.DaemonSet" },
     KindMessage { api_version: "apps/v1", kind: "DaemonSetList", message: "io.k8s.api.apps.v1.DaemonSetList" },
     KindMessage { api_version: "apps/v1", kind: "DeleteOptions", message: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" },
@@ -21,6 +23,16 @@ pub(super) static KINDS: &[KindMessage] = &[
     KindMessage { api_version: "apps/v1", kind: "StatefulSet", message: "io.k8s.api.apps.v1.StatefulSet" },
     KindMessage { api_version: "apps/v1", kind: "StatefulSetList", message: "io.k8s.api.apps.v1.StatefulSetList" },
     KindMessage { api_version: "apps/v1", kind: "WatchEvent", message: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent" },
+    KindMessage { api_version: "authentication.k8s.io/v1", kind: "DeleteOptions", message: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" },
+    KindMessage { api_version: "authentication.k8s.io/v1", kind: "SelfSubjectReview", message: "io.k8s.api.authentication.v1.SelfSubjectReview" },
+    KindMessage { api_version: "authentication.k8s.io/v1", kind: "TokenRequest", message: "io.k8s.api.authentication.v1.TokenRequest" },
+    KindMessage { api_version: "authentication.k8s.io/v1", kind: "TokenReview", message: "io.k8s.api.authentication.v1.TokenReview" },
+    KindMessage { api_version: "authentication.k8s.io/v1", kind: "WatchEvent", message: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent" },
+    KindMessage { api_version: "authorization.k8s.io/v1", kind: "DeleteOptions", message: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" },
+    KindMessage { api_version: "authorization.k8s.io/v1", kind: "LocalSubjectAccessReview", message: "io.k8s.api.authorization.v1.LocalSubjectAccessReview" },
+    KindMessage { api_version: "authorization.k8s.io/v1", kind: "SelfSubjectAccessReview", message: "io.k8s.api.authorization.v1.SelfSubjectAccessReview" },
+    KindMessage { api_version: "authorization.k8s.io/v1", kind: "SubjectAccessReview", message: "io.k8s.api.authorization.v1.SubjectAccessReview" },
+    KindMessage { api_version: "authorization.k8s.io/v1", kind: "WatchEvent", message: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent" },
     KindMessage { api_version: "autoscaling/v1", kind: "DeleteOptions", message: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" },
     KindMessage { api_version: "autoscaling/v1", kind: "Scale", message: "io.k8s.api.autoscaling.v1.Scale" },
     KindMessage { api_version: "autoscaling/v1", kind: "WatchEvent", message: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent" },
@@ -41,6 +53,16 @@ pub(super) static KINDS: &[KindMessage] = &[
     KindMessage { api_version: "policy/v1", kind: "DeleteOptions", message: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" },
     KindMessage { api_version: "policy/v1", kind: "Eviction", message: "io.k8s.api.policy.v1.Eviction" },
     KindMessage { api_version: "policy/v1", kind: "WatchEvent", message: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", message: "io.k8s.api.rbac.v1.ClusterRole" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", message: "io.k8s.api.rbac.v1.ClusterRoleBinding" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBindingList", message: "io.k8s.api.rbac.v1.ClusterRoleBindingList" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleList", message: "io.k8s.api.rbac.v1.ClusterRoleList" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "DeleteOptions", message: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", message: "io.k8s.api.rbac.v1.Role" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", message: "io.k8s.api.rbac.v1.RoleBinding" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBindingList", message: "io.k8s.api.rbac.v1.RoleBindingList" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleList", message: "io.k8s.api.rbac.v1.RoleList" },
+    KindMessage { api_version: "rbac.authorization.k8s.io/v1", kind: "WatchEvent", message: "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent" },
     KindMessage { api_version: "scheduling.k8s.io/v1", kind: "DeleteOptions", message: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" },
     KindMessage { api_version: "scheduling.k8s.io/v1", kind: "PriorityClass", message: "io.k8s.api.scheduling.v1.PriorityClass" },
     KindMessage { api_version: "scheduling.k8s.io/v1", kind: "PriorityClassList", message: "io.k8s.api.scheduling.v1.PriorityClassList" },
@@ -80,6 +102,15 @@ pub(super) static KINDS: &[KindMessage] = &[
 /// Every message reachable from [`KINDS`], sorted by name; fields sorted by tag.
 #[rustfmt::skip]
 pub(super) static MESSAGES: &[MessageSchema] = &[
+    MessageSchema { name: "io.k8s.api.apps.v1.ControllerRevision", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "data", EmbeddedJson, Single, false),
+        field(3, "revision", Int64, Single, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.apps.v1.ControllerRevisionList", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"), Single, false),
+        field(2, "items", Object("io.k8s.api.apps.v1.ControllerRevision"), Repeated, true),
+    ] },
     MessageSchema { name: "io.k8s.api.apps.v1.DaemonSet", fields: &[
         field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
         field(2, "spec", Object("io.k8s.api.apps.v1.DaemonSetSpec"), Single, false),
@@ -255,6 +286,110 @@ pub(super) static MESSAGES: &[MessageSchema] = &[
     MessageSchema { name: "io.k8s.api.apps.v1.StatefulSetUpdateStrategy", fields: &[
         field(1, "type", String, Single, false),
         field(2, "rollingUpdate", Object("io.k8s.api.apps.v1.RollingUpdateStatefulSetStrategy"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.BoundObjectReference", fields: &[
+        field(1, "kind", String, Single, false),
+        field(2, "apiVersion", String, Single, false),
+        field(3, "name", String, Single, false),
+        field(4, "uid", String, Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.SelfSubjectReview", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "status", Object("io.k8s.api.authentication.v1.SelfSubjectReviewStatus"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.SelfSubjectReviewStatus", fields: &[
+        field(1, "userInfo", Object("io.k8s.api.authentication.v1.UserInfo"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.TokenRequest", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "spec", Object("io.k8s.api.authentication.v1.TokenRequestSpec"), Single, true),
+        field(3, "status", Object("io.k8s.api.authentication.v1.TokenRequestStatus"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.TokenRequestSpec", fields: &[
+        field(1, "audiences", String, Repeated, true),
+        field(3, "boundObjectRef", Object("io.k8s.api.authentication.v1.BoundObjectReference"), Single, false),
+        field(4, "expirationSeconds", Int64, Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.TokenRequestStatus", fields: &[
+        field(1, "token", String, Single, true),
+        field(2, "expirationTimestamp", Time, Single, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.TokenReview", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "spec", Object("io.k8s.api.authentication.v1.TokenReviewSpec"), Single, true),
+        field(3, "status", Object("io.k8s.api.authentication.v1.TokenReviewStatus"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.TokenReviewSpec", fields: &[
+        field(1, "token", String, Single, false),
+        field(2, "audiences", String, Repeated, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.TokenReviewStatus", fields: &[
+        field(1, "authenticated", Bool, Single, false),
+        field(2, "user", Object("io.k8s.api.authentication.v1.UserInfo"), Single, false),
+        field(3, "error", String, Single, false),
+        field(4, "audiences", String, Repeated, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authentication.v1.UserInfo", fields: &[
+        field(1, "username", String, Single, false),
+        field(2, "uid", String, Single, false),
+        field(3, "groups", String, Repeated, false),
+        // tag 4: `extra` is not served
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.FieldSelectorAttributes", fields: &[
+        field(1, "rawSelector", String, Single, false),
+        field(2, "requirements", Object("io.k8s.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement"), Repeated, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.LabelSelectorAttributes", fields: &[
+        field(1, "rawSelector", String, Single, false),
+        field(2, "requirements", Object("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement"), Repeated, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.LocalSubjectAccessReview", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "spec", Object("io.k8s.api.authorization.v1.SubjectAccessReviewSpec"), Single, true),
+        field(3, "status", Object("io.k8s.api.authorization.v1.SubjectAccessReviewStatus"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.NonResourceAttributes", fields: &[
+        field(1, "path", String, Single, false),
+        field(2, "verb", String, Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.ResourceAttributes", fields: &[
+        field(1, "namespace", String, Single, false),
+        field(2, "verb", String, Single, false),
+        field(3, "group", String, Single, false),
+        field(4, "version", String, Single, false),
+        field(5, "resource", String, Single, false),
+        field(6, "subresource", String, Single, false),
+        field(7, "name", String, Single, false),
+        field(8, "fieldSelector", Object("io.k8s.api.authorization.v1.FieldSelectorAttributes"), Single, false),
+        field(9, "labelSelector", Object("io.k8s.api.authorization.v1.LabelSelectorAttributes"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.SelfSubjectAccessReview", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "spec", Object("io.k8s.api.authorization.v1.SelfSubjectAccessReviewSpec"), Single, true),
+        field(3, "status", Object("io.k8s.api.authorization.v1.SubjectAccessReviewStatus"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.SelfSubjectAccessReviewSpec", fields: &[
+        field(1, "resourceAttributes", Object("io.k8s.api.authorization.v1.ResourceAttributes"), Single, false),
+        field(2, "nonResourceAttributes", Object("io.k8s.api.authorization.v1.NonResourceAttributes"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.SubjectAccessReview", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "spec", Object("io.k8s.api.authorization.v1.SubjectAccessReviewSpec"), Single, true),
+        field(3, "status", Object("io.k8s.api.authorization.v1.SubjectAccessReviewStatus"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.SubjectAccessReviewSpec", fields: &[
+        field(1, "resourceAttributes", Object("io.k8s.api.authorization.v1.ResourceAttributes"), Single, false),
+        field(2, "nonResourceAttributes", Object("io.k8s.api.authorization.v1.NonResourceAttributes"), Single, false),
+        field(3, "user", String, Single, false),
+        field(4, "groups", String, Repeated, false),
+        // tag 5: `extra` is not served
+        field(6, "uid", String, Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.authorization.v1.SubjectAccessReviewStatus", fields: &[
+        field(1, "allowed", Bool, Single, true),
+        field(2, "reason", String, Single, false),
+        field(3, "evaluationError", String, Single, false),
+        field(4, "denied", Bool, Single, false),
     ] },
     MessageSchema { name: "io.k8s.api.autoscaling.v1.Scale", fields: &[
         field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
@@ -1700,6 +1835,62 @@ pub(super) static MESSAGES: &[MessageSchema] = &[
         field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
         field(2, "deleteOptions", Object("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"), Single, false),
     ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.AggregationRule", fields: &[
+        field(1, "clusterRoleSelectors", Object("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"), Repeated, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.ClusterRole", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "rules", Object("io.k8s.api.rbac.v1.PolicyRule"), Repeated, false),
+        field(3, "aggregationRule", Object("io.k8s.api.rbac.v1.AggregationRule"), Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.ClusterRoleBinding", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "subjects", Object("io.k8s.api.rbac.v1.Subject"), Repeated, false),
+        field(3, "roleRef", Object("io.k8s.api.rbac.v1.RoleRef"), Single, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.ClusterRoleBindingList", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"), Single, false),
+        field(2, "items", Object("io.k8s.api.rbac.v1.ClusterRoleBinding"), Repeated, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.ClusterRoleList", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"), Single, false),
+        field(2, "items", Object("io.k8s.api.rbac.v1.ClusterRole"), Repeated, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.PolicyRule", fields: &[
+        field(1, "verbs", String, Repeated, true),
+        field(2, "apiGroups", String, Repeated, false),
+        field(3, "resources", String, Repeated, false),
+        field(4, "resourceNames", String, Repeated, false),
+        field(5, "nonResourceURLs", String, Repeated, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.Role", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "rules", Object("io.k8s.api.rbac.v1.PolicyRule"), Repeated, false),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.RoleBinding", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
+        field(2, "subjects", Object("io.k8s.api.rbac.v1.Subject"), Repeated, false),
+        field(3, "roleRef", Object("io.k8s.api.rbac.v1.RoleRef"), Single, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.RoleBindingList", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"), Single, false),
+        field(2, "items", Object("io.k8s.api.rbac.v1.RoleBinding"), Repeated, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.RoleList", fields: &[
+        field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"), Single, false),
+        field(2, "items", Object("io.k8s.api.rbac.v1.Role"), Repeated, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.RoleRef", fields: &[
+        field(1, "apiGroup", String, Single, true),
+        field(2, "kind", String, Single, true),
+        field(3, "name", String, Single, true),
+    ] },
+    MessageSchema { name: "io.k8s.api.rbac.v1.Subject", fields: &[
+        field(1, "kind", String, Single, true),
+        field(2, "apiGroup", String, Single, false),
+        field(3, "name", String, Single, true),
+        field(4, "namespace", String, Single, false),
+    ] },
     MessageSchema { name: "io.k8s.api.scheduling.v1.PriorityClass", fields: &[
         field(1, "metadata", Object("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), Single, true),
         field(2, "value", Int32, Single, true),
@@ -1740,6 +1931,11 @@ pub(super) static MESSAGES: &[MessageSchema] = &[
         field(4, "propagationPolicy", String, Single, false),
         field(5, "dryRun", String, Repeated, false),
         field(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Bool, Single, false),
+    ] },
+    MessageSchema { name: "io.k8s.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement", fields: &[
+        field(1, "key", String, Single, true),
+        field(2, "operator", String, Single, true),
+        field(3, "values", String, Repeated, false),
     ] },
     MessageSchema { name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector", fields: &[
         field(1, "matchLabels", String, Map, false),

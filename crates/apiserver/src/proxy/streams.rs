@@ -1,5 +1,6 @@
 //! Pod subresources that take over the connection: `pods/exec`, `pods/attach` and
-//! `pods/portforward`. As kube-apiserver does, the server authorizes the caller, finds
+//! `pods/portforward`. As kube-apiserver does, the server authorizes the caller (the
+//! request middleware asks RBAC for `create` on the subresource, [`crate::authz`]), finds
 //! the pod's node, sends the same upgrade request to the kubelet there
 //! (`/exec/{namespace}/{pod}/{container}`, `/attach/...`, `/portforward/{namespace}/{pod}`)
 //! and, once the kubelet switches protocols, answers 101 itself and splices the two
@@ -21,14 +22,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::{PodProxy, connect_kubelet, kubelet_address, kubelet_error, status_response};
-use crate::auth::UserInfo;
 
 /// The pod annotation naming the container kubectl picks when none is given.
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
-/// The group whose members may do anything, as in Kubernetes.
-const MASTERS_GROUP: &str = "system:masters";
-/// The group of node identities (`system:node:<name>`).
-const NODES_GROUP: &str = "system:nodes";
 /// Request headers the kubelet needs to answer an upgrade: the protocol switch itself,
 /// WebSocket's key, version and subprotocols, SPDY's stream protocol versions.
 const FORWARDED_HEADER_PREFIXES: [&str; 2] = ["sec-websocket-", "x-stream-protocol-version"];
@@ -98,7 +94,7 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(status_response)
 }
 
-/// Authorizes, finds the kubelet, and relays the upgrade to it.
+/// Finds the kubelet and relays the (already authorized) upgrade to it.
 async fn relay(
     proxy: &PodProxy,
     subresource: Subresource,
@@ -106,12 +102,6 @@ async fn relay(
     name: &str,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(
-        request.extensions().get::<UserInfo>(),
-        subresource,
-        namespace,
-        name,
-    )?;
     let pods = registry::find("", "v1", "pods").expect("pods are always served");
     let pod = proxy.objects.get(pods, Some(namespace), name).await?.object;
     let query = request.uri().query().unwrap_or_default().to_owned();
@@ -223,42 +213,6 @@ fn upgrade_headers(
     })
 }
 
-/// Gantry has no RBAC yet; until it does, these subresources follow upstream's default
-/// policy for the identities Gantry issues: `system:masters` may open them; nodes
-/// (the Node authorizer never grants them) and the built-in control-plane components
-/// (no default ClusterRole gives them `pods/exec`, `attach` or `portforward`) may not;
-/// other authenticated users may, as they may do everything else today.
-fn authorize(
-    user: Option<&UserInfo>,
-    subresource: Subresource,
-    namespace: &str,
-    name: &str,
-) -> Result<(), ApiError> {
-    let forbidden = |user: &str| {
-        ApiError::new(
-            Reason::Forbidden,
-            format!(
-                "pods \"{name}\" is forbidden: User \"{user}\" cannot create resource \"pods/{}\" in API group \"\" in the namespace \"{namespace}\"",
-                subresource.name()
-            ),
-        )
-    };
-    let Some(user) = user else {
-        return Err(forbidden("system:anonymous"));
-    };
-    let in_group = |group: &str| user.groups.iter().any(|g| g == group);
-    if in_group(MASTERS_GROUP) {
-        return Ok(());
-    }
-    let component = in_group(NODES_GROUP)
-        || user.name.starts_with("system:node:")
-        || user.name.starts_with("system:kube-");
-    if component {
-        return Err(forbidden(&user.name));
-    }
-    Ok(())
-}
-
 /// The `container` query parameter, if given and not empty.
 fn requested_container(query: &str) -> Result<Option<String>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
@@ -329,31 +283,6 @@ fn stream_container(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn user(name: &str, groups: &[&str]) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            uid: None,
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn masters_and_users_may_stream_but_nodes_and_components_may_not() {
-        let allowed =
-            |u: &UserInfo| authorize(Some(u), Subresource::Exec, "default", "web").is_ok();
-        assert!(allowed(&user("admin", &["system:masters"])));
-        assert!(allowed(&user("alice", &["devs"])));
-        assert!(!allowed(&user("system:kube-scheduler", &[])));
-        let node = user("system:node:n2", &["system:nodes"]);
-        let denied = authorize(Some(&node), Subresource::Attach, "default", "web").unwrap_err();
-        assert_eq!(denied.code(), 403);
-        assert_eq!(
-            denied.message,
-            "pods \"web\" is forbidden: User \"system:node:n2\" cannot create resource \"pods/attach\" in API group \"\" in the namespace \"default\""
-        );
-        assert!(authorize(None, Subresource::PortForward, "default", "web").is_err());
-    }
 
     #[test]
     fn the_container_is_named_annotated_or_the_only_one() {

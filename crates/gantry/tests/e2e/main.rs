@@ -17,6 +17,7 @@ mod multi_node;
 mod pod_network;
 mod pod_volumes;
 mod pods;
+mod rbac;
 mod services;
 mod services_multi_node;
 mod workloads;
