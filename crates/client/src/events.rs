@@ -40,8 +40,13 @@ pub struct EventRecorder {
     client: kube::Client,
     component: String,
     host: Option<String>,
-    recent: Arc<Mutex<HashMap<(String, String, String), (String, i32)>>>,
+    recent: Arc<std::sync::Mutex<HashMap<EventKey, Arc<Mutex<Option<Recorded>>>>>>,
 }
+
+/// (involved object's UID, reason, message): what makes two Events repeats.
+type EventKey = (String, String, String);
+/// The Event recorded for a key (its name) and its count so far.
+type Recorded = (String, i32);
 
 impl EventRecorder {
     /// A recorder for `component` (e.g. `default-scheduler`, `replicaset-controller`),
@@ -84,8 +89,17 @@ impl EventRecorder {
             message.to_string(),
         );
         let now = Time(Timestamp::now());
-        let mut recent = self.recent.lock().await;
-        if let Some((name, count)) = recent.get(&key).cloned() {
+        // Only repeats of one Event wait for each other (to bump one count); the
+        // requests of different Events run concurrently.
+        let slot = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut recorded = slot.lock().await;
+        if let Some((name, count)) = recorded.clone() {
             if let Some(mut existing) = events.get_opt(&name).await? {
                 existing.count = Some(count + 1);
                 existing.last_timestamp = Some(now.clone());
@@ -94,17 +108,14 @@ impl EventRecorder {
                     .await
                     .is_ok()
                 {
-                    recent.insert(key, (name, count + 1));
+                    *recorded = Some((name, count + 1));
                     return Ok(());
                 }
             }
         }
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!(
-                    "{}.",
-                    object.name.as_deref().unwrap_or("object")
-                )),
+                generate_name: Some(format!("{}.", object.name.as_deref().unwrap_or("object"))),
                 namespace: Some(namespace),
                 ..Default::default()
             },
@@ -125,7 +136,7 @@ impl EventRecorder {
         };
         let created = events.create(&PostParams::default(), &event).await?;
         if let Some(name) = created.metadata.name {
-            recent.insert(key, (name, 1));
+            *recorded = Some((name, 1));
         }
         Ok(())
     }
@@ -145,5 +156,73 @@ where
         uid: meta.uid.clone(),
         resource_version: meta.resource_version.clone(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_apiserver::testing::TestServer;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ListParams;
+
+    fn reference(name: &str) -> ObjectReference {
+        let object = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                uid: Some(format!("uid-{name}")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        object_reference(&object)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_repeats_bump_one_event_and_others_are_recorded_apart() {
+        let server = TestServer::start();
+        let client = server.client().await;
+        let recorder = EventRecorder::new(client.clone(), "tester", Some("node-a"));
+        let (first, second) = (reference("first"), reference("second"));
+        let records = [
+            (&first, "Started"),
+            (&first, "Started"),
+            (&first, "Started"),
+            (&second, "Started"),
+            (&second, "Killing"),
+        ]
+        .map(|(object, reason)| {
+            let recorder = recorder.clone();
+            let object = object.clone();
+            tokio::spawn(async move {
+                recorder
+                    .record(&object, EventType::Normal, reason, "message")
+                    .await
+            })
+        });
+        for record in records {
+            record.await.unwrap();
+        }
+        let events: Api<Event> = Api::namespaced(client, "default");
+        let listed = events.list(&ListParams::default()).await.unwrap().items;
+        let mut seen: Vec<(String, String, i32)> = listed
+            .iter()
+            .map(|e| {
+                (
+                    e.involved_object.name.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.count.unwrap_or_default(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let expected = [
+            ("first", "Started", 3),
+            ("second", "Killing", 1),
+            ("second", "Started", 1),
+        ]
+        .map(|(name, reason, count)| (name.to_owned(), reason.to_owned(), count));
+        assert_eq!(seen, expected);
     }
 }

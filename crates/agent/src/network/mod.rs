@@ -19,12 +19,14 @@ pub(crate) mod netns;
 pub(crate) mod nft;
 mod peers;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
 
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use ipam::PodIpam;
 use links::Links;
@@ -197,9 +199,12 @@ pub struct PodNetwork {
     host: Namespace,
     links: Links,
     bridge_index: u32,
-    /// The allocations; held across a whole attach or detach so operations on the
-    /// same pod never interleave.
+    /// The allocations; held only while they change and are saved, so pods
+    /// starting at once set up their namespaces and veths concurrently.
     ipam: Mutex<PodIpam>,
+    /// A lock per pod, held across its whole attach or detach so operations on
+    /// the same pod never interleave.
+    pod_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl PodNetwork {
@@ -233,6 +238,7 @@ impl PodNetwork {
             links,
             bridge_index,
             ipam: Mutex::new(ipam),
+            pod_locks: std::sync::Mutex::default(),
         })
     }
 
@@ -242,12 +248,15 @@ impl PodNetwork {
     /// a default route via the bridge address.
     pub async fn attach(&self, pod_uid: &str) -> Result<PodInterface, NetworkError> {
         let netns = self.netns_path(pod_uid)?;
-        let mut ipam = self.ipam.lock().await;
-        let (ip, new) = ipam.allocate(pod_uid)?;
-        if new {
-            save(&ipam).await?;
-        }
-        let gateway = ipam.gateway();
+        let _pod = self.lock_pod(pod_uid).await;
+        let (ip, gateway) = {
+            let mut ipam = self.ipam.lock().await;
+            let (ip, new) = ipam.allocate(pod_uid)?;
+            if new {
+                save(&ipam).await?;
+            }
+            (ip, ipam.gateway())
+        };
         let pod = self.ensure_namespace(&netns).await?;
         let pod_links = Links::connect_in(&pod).await?;
         self.ensure_veth(pod_uid, &pod, &pod_links).await?;
@@ -293,8 +302,34 @@ impl PodNetwork {
     /// Removes the veth, unmounts/deletes the netns, releases the IP; idempotent.
     pub async fn detach(&self, pod_uid: &str) -> Result<(), NetworkError> {
         let netns = self.netns_path(pod_uid)?;
+        let pod = self.lock_pod(pod_uid).await;
+        let (host_end, pod_end) = veth_names(pod_uid);
+        self.links.delete(&host_end).await?;
+        // Left in the host namespace only if an attach stopped before moving it.
+        self.links.delete(&pod_end).await?;
+        netns::remove_pinned(netns).await?;
         let mut ipam = self.ipam.lock().await;
-        self.detach_locked(&mut ipam, pod_uid, netns).await
+        if ipam.release(pod_uid) {
+            save(&ipam).await?;
+        }
+        drop(pod);
+        self.pod_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(pod_uid);
+        Ok(())
+    }
+
+    /// Waits for any other attach or detach of the pod, then holds it off.
+    async fn lock_pod(&self, pod_uid: &str) -> OwnedMutexGuard<()> {
+        let lock = self
+            .pod_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(pod_uid.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     /// Host-gw routes to the other nodes' pod CIDRs: replaces the set of routes
@@ -345,11 +380,14 @@ impl PodNetwork {
     /// Removes everything this network created (bridge, nft table, routes); used by tests and `--disable-agent` cleanups.
     /// Pods still attached are detached first, and the state is deleted.
     pub async fn teardown(self) -> Result<(), NetworkError> {
-        let mut ipam = self.ipam.lock().await;
-        let pods: Vec<String> = ipam.pods().map(|(uid, _)| uid.to_string()).collect();
+        let pods: Vec<String> = self
+            .attached_pods()
+            .await
+            .into_iter()
+            .map(|(uid, _)| uid)
+            .collect();
         for pod_uid in pods {
-            let netns = self.netns_path(&pod_uid)?;
-            self.detach_locked(&mut ipam, &pod_uid, netns).await?;
+            self.detach(&pod_uid).await?;
         }
         for (cidr, gateway) in self.links.owned_routes(self.config.cluster_cidr).await? {
             self.links.delete_route(cidr, gateway).await?;
@@ -366,23 +404,6 @@ impl PodNetwork {
             _ => Ok(()),
         })
         .await
-    }
-
-    async fn detach_locked(
-        &self,
-        ipam: &mut PodIpam,
-        pod_uid: &str,
-        netns: PathBuf,
-    ) -> Result<(), NetworkError> {
-        let (host_end, pod_end) = veth_names(pod_uid);
-        self.links.delete(&host_end).await?;
-        // Left in the host namespace only if an attach stopped before moving it.
-        self.links.delete(&pod_end).await?;
-        netns::remove_pinned(netns).await?;
-        if ipam.release(pod_uid) {
-            save(ipam).await?;
-        }
-        Ok(())
     }
 
     fn netns_path(&self, pod_uid: &str) -> Result<PathBuf, NetworkError> {

@@ -3,11 +3,11 @@
 //! `gantry` binary so that no container process is forked from this
 //! multi-threaded server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use gantry_image::{Credentials, Image, ImageError, ImageStore, PullOptions};
@@ -25,9 +25,15 @@ pub struct Engine {
     root: PathBuf,
     gantry: PathBuf,
     listing: Arc<tokio::sync::Mutex<Option<Listing>>>,
-    /// Bumped after every call that may have changed containers, so a listing
-    /// taken while one ran is never kept.
+    /// Counts the calls that may have changed containers, each counted once it
+    /// has returned.
     changes: Arc<AtomicU64>,
+    /// The count after the latest call not made for one pod: every listing
+    /// must show it.
+    shared_change: Arc<AtomicU64>,
+    /// Per pod, the count after its worker's latest call: the pod's listings
+    /// must show it; other pods' need not wait for it.
+    pod_changes: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// How long one listing of the engine's containers answers every pod worker. Each
@@ -38,6 +44,8 @@ const LISTING_MAX_AGE: Duration = Duration::from_millis(300);
 /// The engine's containers by pod UID, as read at `taken`.
 struct Listing {
     taken: Instant,
+    /// The change count when it was started: it shows every change counted by then.
+    shows: u64,
     by_pod: Arc<BTreeMap<String, Vec<PodContainer>>>,
 }
 
@@ -69,42 +77,112 @@ impl Engine {
             gantry: config.shim.program.clone(),
             listing: Arc::default(),
             changes: Arc::default(),
+            shared_change: Arc::default(),
+            pod_changes: Arc::default(),
         })
     }
 
     /// Runs `work` on the runtime from the blocking pool (it reads files,
-    /// spawns monitors and waits on their state).
+    /// spawns monitors and waits on their state); every later listing shows
+    /// what it changed.
     pub async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Runtime) -> gantry_runtime::Result<T> + Send + 'static,
     ) -> gantry_runtime::Result<T> {
+        let result = self.run_blocking(work).await;
+        let count = self.count_change();
+        self.shared_change.fetch_max(count, Ordering::SeqCst);
+        result
+    }
+
+    /// Runs `work`, which changes only pod `uid`'s containers, like
+    /// [`Engine::blocking`]; only that pod's later listings must show it, so
+    /// the workers of pods starting at once share listings instead of each
+    /// waiting for one of its own.
+    pub async fn blocking_for_pod<T: Send + 'static>(
+        &self,
+        uid: &str,
+        work: impl FnOnce(&Runtime) -> gantry_runtime::Result<T> + Send + 'static,
+    ) -> gantry_runtime::Result<T> {
+        let result = self.run_blocking(work).await;
+        let count = self.count_change();
+        self.pod_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uid.to_owned(), count);
+        result
+    }
+
+    /// Forgets pod `uid`'s changes once its worker is done with it.
+    pub fn forget_pod(&self, uid: &str) {
+        self.pod_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(uid);
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Runtime) -> gantry_runtime::Result<T> + Send + 'static,
+    ) -> gantry_runtime::Result<T> {
         let runtime = self.runtime.clone();
-        let result = tokio::task::spawn_blocking(move || work(&runtime))
+        tokio::task::spawn_blocking(move || work(&runtime))
             .await
             .unwrap_or_else(|e| {
                 Err(gantry_runtime::Error::Spec(format!(
                     "engine task failed: {e}"
                 )))
-            });
-        // Any call may have changed containers: the next listing must be fresh.
-        self.changes.fetch_add(1, Ordering::SeqCst);
-        *self.listing.lock().await = None;
-        result
+            })
+    }
+
+    /// Counts a change that has happened; returns the new count.
+    fn count_change(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Every container the agent created, grouped by pod UID, attempts in order.
     pub async fn pod_containers(
         &self,
     ) -> gantry_runtime::Result<Arc<BTreeMap<String, Vec<PodContainer>>>> {
+        self.listing_showing(self.changes.load(Ordering::SeqCst))
+            .await
+    }
+
+    /// The containers of the pod `uid`, attempts in order.
+    pub async fn containers_of(&self, uid: &str) -> gantry_runtime::Result<Vec<PodContainer>> {
+        let own = self
+            .pod_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uid)
+            .copied()
+            .unwrap_or(0);
+        let must_show = own.max(self.shared_change.load(Ordering::SeqCst));
+        Ok(self
+            .listing_showing(must_show)
+            .await?
+            .get(uid)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// A listing that shows the first `must_show` changes and is recent enough
+    /// to show what changed by itself (exits): the shared one, else a new one.
+    /// One listing runs at a time; the callers that queued behind it use it
+    /// when it shows what they need.
+    async fn listing_showing(
+        &self,
+        must_show: u64,
+    ) -> gantry_runtime::Result<Arc<BTreeMap<String, Vec<PodContainer>>>> {
         let mut listing = self.listing.lock().await;
         if let Some(fresh) = listing
             .as_ref()
-            .filter(|l| l.taken.elapsed() < LISTING_MAX_AGE)
+            .filter(|l| l.shows >= must_show && l.taken.elapsed() < LISTING_MAX_AGE)
         {
             return Ok(fresh.by_pod.clone());
         }
         let taken = Instant::now();
-        let changes_before = self.changes.load(Ordering::SeqCst);
+        let shows = self.changes.load(Ordering::SeqCst);
         let runtime = self.runtime.clone();
         let containers = tokio::task::spawn_blocking(move || runtime.list())
             .await
@@ -114,8 +192,9 @@ impl Engine {
                 )))
             })?;
         let by_pod = Arc::new(group_by_pod(containers));
-        *listing = (self.changes.load(Ordering::SeqCst) == changes_before).then(|| Listing {
+        *listing = Some(Listing {
             taken,
+            shows,
             by_pod: by_pod.clone(),
         });
         Ok(by_pod)
@@ -123,16 +202,6 @@ impl Engine {
 }
 
 impl Engine {
-    /// The containers of the pod `uid`, attempts in order.
-    pub async fn containers_of(&self, uid: &str) -> gantry_runtime::Result<Vec<PodContainer>> {
-        Ok(self
-            .pod_containers()
-            .await?
-            .get(uid)
-            .cloned()
-            .unwrap_or_default())
-    }
-
     /// Finds an image according to the pull policy, pulling with `credentials`
     /// (a pod's image pull secret) when given.
     ///

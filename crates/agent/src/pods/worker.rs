@@ -168,6 +168,7 @@ pub async fn run(
     worker.probe_cancel.cancel();
     worker.probe_tasks.close();
     worker.probe_tasks.wait().await;
+    worker.context.engine.forget_pod(&worker.uid);
 }
 
 impl PodWorker {
@@ -488,7 +489,7 @@ impl PodWorker {
         let started = self
             .context
             .engine
-            .blocking(move |runtime| {
+            .blocking_for_pod(&self.uid, move |runtime| {
                 let created = runtime.create(options)?;
                 let created_at = Instant::now();
                 runtime
@@ -529,7 +530,9 @@ impl PodWorker {
                 let _ = self
                     .context
                     .engine
-                    .blocking(move |runtime| runtime.stop(&id, Duration::from_secs(2)))
+                    .blocking_for_pod(&self.uid, move |runtime| {
+                        runtime.stop(&id, Duration::from_secs(2))
+                    })
                     .await;
             }
         }
@@ -717,6 +720,9 @@ impl PodWorker {
 
     /// Keeps the previous attempt (for `lastState`) and removes older ones.
     async fn remove_attempts_before(&self, container: &str, keep_from: u32) {
+        if keep_from == 0 {
+            return;
+        }
         let Ok(containers) = self.observe().await else {
             return;
         };
@@ -731,7 +737,7 @@ impl PodWorker {
         let _ = self
             .context
             .engine
-            .blocking(move |runtime| {
+            .blocking_for_pod(&self.uid, move |runtime| {
                 for id in stale {
                     runtime.remove(&id, true)?;
                 }
@@ -812,7 +818,7 @@ impl PodWorker {
             let _ = self
                 .context
                 .engine
-                .blocking(move |runtime| runtime.stop(&id, grace))
+                .blocking_for_pod(&self.uid, move |runtime| runtime.stop(&id, grace))
                 .await;
         }
     }
@@ -942,7 +948,7 @@ impl PodWorker {
                 (Some(spec), Some(sandbox)) => Some(self.probe_target(spec, &id, sandbox)),
                 _ => None,
             };
-            let engine = self.context.engine.clone();
+            let (engine, uid) = (self.context.engine.clone(), self.uid.clone());
             stops.push(async move {
                 let hook = spec
                     .as_ref()
@@ -959,7 +965,7 @@ impl PodWorker {
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_secs(if grace_seconds > 0 { 2 } else { 0 }));
                 let _ = engine
-                    .blocking(move |runtime| runtime.stop(&id, remaining))
+                    .blocking_for_pod(&uid, move |runtime| runtime.stop(&id, remaining))
                     .await;
             });
         }
@@ -968,7 +974,7 @@ impl PodWorker {
         let removed = self
             .context
             .engine
-            .blocking(move |runtime| {
+            .blocking_for_pod(&self.uid, move |runtime| {
                 for id in ids {
                     match runtime.remove(&id, true) {
                         Ok(()) | Err(gantry_runtime::Error::NotFound(_)) => {}
