@@ -359,6 +359,7 @@ fn create(
         auto_remove: args.rm && !client_removes,
         tty: args.tty,
         open_stdin: args.interactive,
+        stdin_once: false,
         console_size: args.tty.then(terminal_size).flatten(),
         cgroup_parent: args.cgroup_parent,
         security: gantry_runtime::Security {
