@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn revisions_sort_by_number_then_name() {
-        let mut revisions = vec![
+        let mut revisions = [
             revision("b", 2, "x"),
             revision("c", 1, "x"),
             revision("a", 2, "x"),

@@ -1,9 +1,11 @@
 //! StatefulSets and DaemonSets through a real `gantry server` (no node agent) and the
 //! real kubectl: fake Nodes are created with kubectl, and the test plays kubelet by
 //! patching pod status, so `kubectl get` and `kubectl rollout status` see the
-//! controllers' work as they would on a real cluster.
+//! controllers' work as they would on a real cluster. Rollout history and undo run
+//! against stand-in kubelets (`FakeCluster`), which also finish pod deletions.
 
 use crate::common;
+use crate::common::fake_kubelet::{FakeCluster, NodeSpec};
 
 use std::time::Duration;
 
@@ -90,7 +92,9 @@ fn statefulsets_and_daemonsets_show_in_kubectl_and_roll_out() {
         let sts = table(&server, "statefulsets");
         let ds = table(&server, "daemonsets");
         sts.get(1).is_some_and(|row| row[..2] == ["web", "2/2"])
-            && ds.get(1).is_some_and(|row| row[..6] == ["agent", "2", "2", "2", "2", "2"])
+            && ds
+                .get(1)
+                .is_some_and(|row| row[..6] == ["agent", "2", "2", "2", "2", "2"])
     });
     assert!(
         rolled_out,
@@ -104,7 +108,16 @@ fn statefulsets_and_daemonsets_show_in_kubectl_and_roll_out() {
     let ds = table(&server, "daemonsets");
     assert_eq!(
         ds[0][..8],
-        ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE", "SELECTOR"]
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR"
+        ]
     );
     assert_eq!(ds[1][6], "role=worker");
 
@@ -117,10 +130,90 @@ fn statefulsets_and_daemonsets_show_in_kubectl_and_roll_out() {
     assert!(status.contains("successfully rolled out"), "{status}");
 
     let names = server.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
-    assert_eq!(names.lines().collect::<Vec<_>>(), ["pod/web-0", "pod/web-1"]);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["pod/web-0", "pod/web-1"]
+    );
     let events = server.ok(&["get", "events"]);
     assert!(
         events.contains("create Pod web-0 in StatefulSet web successful"),
         "{events}"
+    );
+}
+
+/// The revision numbers `kubectl rollout history` lists for `workload`.
+fn history_numbers(server: &Server, workload: &str) -> Vec<String> {
+    let history = server.ok(&["rollout", "history", workload]);
+    history
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|first| first.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The image of the first container of `workload`'s template.
+fn template_image(server: &Server, workload: &str) -> String {
+    let jsonpath = "jsonpath={.spec.template.spec.containers[0].image}";
+    server.ok(&["get", workload, "-o", jsonpath])
+}
+
+/// Changes `workload`'s image, rolls it back with `kubectl rollout undo`, and
+/// checks what `kubectl rollout history` shows at each step.
+fn roll_forward_and_back(server: &Server, workload: &str, container: &str) {
+    let rollout_status = || server.ok(&["rollout", "status", workload, "--timeout=60s"]);
+    rollout_status();
+    assert_eq!(history_numbers(server, workload), ["1"]);
+    server.ok(&["set", "image", workload, &format!("{container}=busybox:v2")]);
+    rollout_status();
+    assert_eq!(history_numbers(server, workload), ["1", "2"]);
+    let first = server.ok(&["rollout", "history", workload, "--revision=1"]);
+    assert!(first.contains("busybox:test"), "{first}");
+    let second = server.ok(&["rollout", "history", workload, "--revision=2"]);
+    assert!(second.contains("busybox:v2"), "{second}");
+
+    let undone = server.ok(&["rollout", "undo", workload]);
+    assert!(undone.contains("rolled back"), "{undone}");
+    rollout_status();
+    assert_eq!(template_image(server, workload), "busybox:test");
+    assert_eq!(
+        history_numbers(server, workload),
+        ["2", "3"],
+        "the first revision is reused as the third"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_history_and_undo_for_statefulsets_and_daemonsets() {
+    let server = Server::start();
+    let client: kube::Client = gantry_client::connect(&server.kubeconfig())
+        .await
+        .expect("admin client");
+    let cluster = FakeCluster::start(client);
+    for name in ["fake-1", "fake-2"] {
+        let node = NodeSpec {
+            name,
+            cpu: "2",
+            labels: &[("role", "worker")],
+            taints: &[],
+        };
+        cluster.add_node(node).await;
+    }
+    server.apply(WORKLOADS);
+
+    roll_forward_and_back(&server, "statefulset/web", "app");
+    roll_forward_and_back(&server, "daemonset/agent", "agent");
+
+    let revisions = table(&server, "controllerrevisions");
+    assert_eq!(revisions[0], ["NAME", "CONTROLLER", "REVISION", "AGE"]);
+    let controllers: Vec<&str> = revisions[1..].iter().map(|row| row[1].as_str()).collect();
+    assert_eq!(controllers.len(), 4, "{revisions:?}");
+    assert!(
+        controllers.contains(&"statefulset.apps/web"),
+        "{revisions:?}"
+    );
+    assert!(
+        controllers.contains(&"daemonset.apps/agent"),
+        "{revisions:?}"
     );
 }
