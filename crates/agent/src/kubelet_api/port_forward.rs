@@ -334,15 +334,14 @@ async fn bridge_websocket(socket: WebSocket, spdy: DuplexStream) {
     let (mut from_spdy, mut to_spdy) = tokio::io::split(spdy);
     let client_to_server = async {
         while let Some(Ok(message)) = messages.next().await {
-            match message {
-                Message::Binary(data) => {
-                    if to_spdy.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+            let data = match message {
+                Message::Binary(data) => data,
                 Message::Close(_) => break,
                 // Pings are answered by the WebSocket layer.
-                _ => {}
+                _ => continue,
+            };
+            if to_spdy.write_all(&data).await.is_err() {
+                break;
             }
         }
         let _ = to_spdy.shutdown().await;
@@ -440,12 +439,10 @@ struct HalfPair {
 impl HalfPair {
     /// Both streams, once both are here.
     fn complete(&mut self) -> Option<StreamPair> {
-        if self.error_stream.is_none() {
-            return None;
-        }
+        let error_stream = self.error_stream?;
         let (data_stream, port, inbound) = self.data_stream.take()?;
         Some(StreamPair {
-            error_stream: self.error_stream.take()?,
+            error_stream,
             data_stream,
             port,
             inbound,

@@ -236,7 +236,7 @@ impl FrameDecoder {
             }
             TYPE_SETTINGS => {
                 let [count] = words(&mut payload, "SETTINGS")?;
-                if payload.remaining() % 8 != 0
+                if !payload.remaining().is_multiple_of(8)
                     || u32::try_from(payload.remaining() / 8) != Ok(count)
                 {
                     return Err(SpdyError::Malformed("SETTINGS"));
