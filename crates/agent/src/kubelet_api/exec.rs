@@ -9,7 +9,11 @@
 //! is shared with [`super::attach`].
 //!
 //! The command runs through `gantry exec` in a child process, as the probes do, so no
-//! container process is forked from this multi-threaded server.
+//! container process is forked from this multi-threaded server. With a terminal,
+//! `gantry exec` hands the pty master back over a console socket ([`terminal`])
+//! and this server relays and resizes it.
+
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -40,6 +44,9 @@ pub const PROTOCOLS: [&str; 2] = [V5_PROTOCOL, V4_PROTOCOL];
 const CLOSE_CHANNEL: u8 = 255;
 /// How much of a pipe is read into one message.
 const CHUNK_SIZE: usize = 32 * 1024;
+/// Terminal sizes waiting to be applied; only the latest matters, so a full
+/// queue drops the newcomer.
+pub(crate) const RESIZE_QUEUE: usize = 8;
 
 /// The streams of a channel protocol session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -481,11 +488,136 @@ pub async fn exec(
     let upgrade = negotiate(upgrade)?;
     let tasks = service.tasks.clone();
     Ok(upgrade.on_upgrade(move |socket| {
-        tasks.track_future(exec_session(service, target.config.id, request, socket))
+        tasks.track_future(async move {
+            if request.tty {
+                exec_on_terminal(service, target.config.id, request, socket).await;
+            } else {
+                exec_session(service, target.config.id, request, socket).await;
+            }
+        })
     }))
 }
 
-/// Runs `gantry exec` for one session and relays its pipes.
+/// `gantry --root R exec`, the flags for `request`'s streams, then `args`.
+fn gantry_exec(service: &StreamService, flags: &[&std::ffi::OsStr]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&service.gantry);
+    command
+        .arg("--root")
+        .arg(&service.engine_root)
+        .arg("exec")
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Ends a session that could not start its command, saying why.
+async fn fail_session(
+    service: StreamService,
+    socket: WebSocket,
+    request: StreamRequest,
+    message: String,
+) {
+    let io = SessionIo {
+        stdin: None,
+        resize: None,
+        output: futures::stream::empty(),
+        outcome: std::future::ready(Outcome::Failed(message)),
+    };
+    let first = first_channel(&request);
+    run_session(socket, first, request.command, io, service.shutdown).await;
+}
+
+/// Runs `gantry exec -t` with its terminal sent back here over a console socket,
+/// then relays the terminal itself: the client's stdin in, the output out, and
+/// each size from the resize channel applied to it (TIOCSWINSZ), kubectl's
+/// initial size included.
+async fn exec_on_terminal(
+    service: StreamService,
+    id: String,
+    request: StreamRequest,
+    socket: WebSocket,
+) {
+    let console = match terminal::ConsoleSocket::bind() {
+        Ok(console) => console,
+        Err(error) => {
+            let message = format!("creating a console socket: {error}");
+            return fail_session(service, socket, request, message).await;
+        }
+    };
+    let mut command = gantry_exec(
+        &service,
+        &[
+            "-t".as_ref(),
+            "--console-socket".as_ref(),
+            console.path().as_os_str(),
+        ],
+    );
+    command
+        .arg(&id)
+        .arg("--")
+        .args(&request.command)
+        .stdin(Stdio::null());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            let message = format!("starting {}: {error}", service.gantry.display());
+            return fail_session(service, socket, request, message).await;
+        }
+    };
+    // What `gantry exec` itself says (it could not start the command) goes to
+    // stdout, the only channel a terminal has.
+    let messages = futures::stream::select(
+        futures::stream::iter(child.stdout.take().map(|p| read_chunks(p, Channel::Stdout)))
+            .flatten(),
+        futures::stream::iter(child.stderr.take().map(|p| read_chunks(p, Channel::Stdout)))
+            .flatten(),
+    );
+    let accepted = tokio::select! {
+        biased;
+        accepted = console.accept() => accepted.map(Some),
+        // It failed before making a terminal, or made one and already finished.
+        _ = child.wait() => console.accept_queued(),
+    };
+    let relay = match accepted {
+        Ok(Some(stream)) => terminal::receive_terminal(stream)
+            .await
+            .and_then(|received| received.relay(request.stdin))
+            .map(Some),
+        other => other.map(|_| None),
+    }
+    .unwrap_or_else(|error| {
+        tracing::debug!(%error, "kubelet API: exec gave no terminal");
+        None
+    });
+    let (stdin, output, master) = match relay {
+        Some(relay) => (relay.input, Some(relay.output), Some(relay.terminal)),
+        None => (None, None, None),
+    };
+    let (resize, sizes) = tokio::sync::mpsc::channel(RESIZE_QUEUE);
+    let output = futures::stream::select(
+        messages,
+        futures::stream::iter(output.map(|o| read_chunks(o, Channel::Stdout))).flatten(),
+    );
+    let outcome = async {
+        match child.wait().await {
+            Ok(status) => Outcome::Exited(exit_code(status)),
+            Err(error) => Outcome::Failed(format!("waiting for the command: {error}")),
+        }
+    };
+    let io = SessionIo {
+        stdin,
+        resize: Some(resize),
+        output: Box::pin(output),
+        outcome,
+    };
+    let first = first_channel(&request);
+    let session = run_session(socket, first, request.command, io, service.shutdown);
+    tokio::join!(session, terminal::apply_sizes(master, sizes));
+}
+
+/// Runs `gantry exec` without a terminal for one session and relays its pipes.
 async fn exec_session(
     service: StreamService,
     id: String,
@@ -493,14 +625,8 @@ async fn exec_session(
     socket: WebSocket,
 ) {
     let first = first_channel(&request);
-    let mut command = tokio::process::Command::new(&service.gantry);
-    command.arg("--root").arg(&service.engine_root).arg("exec");
-    if request.stdin {
-        command.arg("-i");
-    }
-    if request.tty {
-        command.arg("-t");
-    }
+    let flags: &[&std::ffi::OsStr] = if request.stdin { &["-i".as_ref()] } else { &[] };
+    let mut command = gantry_exec(&service, flags);
     command
         .arg(&id)
         .arg("--")
@@ -509,22 +635,12 @@ async fn exec_session(
             Stdio::piped()
         } else {
             Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        });
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            let failed = Outcome::Failed(format!("starting {}: {error}", service.gantry.display()));
-            let io = SessionIo {
-                stdin: None,
-                resize: None,
-                output: futures::stream::empty(),
-                outcome: std::future::ready(failed),
-            };
-            run_session(socket, first, request.command, io, service.shutdown).await;
-            return;
+            let message = format!("starting {}: {error}", service.gantry.display());
+            return fail_session(service, socket, request, message).await;
         }
     };
     let stdin = child
@@ -535,17 +651,10 @@ async fn exec_session(
         .stdout
         .take()
         .map(|pipe| read_chunks(pipe, Channel::Stdout));
-    // With a terminal the process's stderr is the terminal; what `gantry exec` itself
-    // says (it could not start the command) then goes to stdout, the only channel.
-    let stderr_channel = if request.tty {
-        Channel::Stdout
-    } else {
-        Channel::Stderr
-    };
     let stderr = child
         .stderr
         .take()
-        .map(|pipe| read_chunks(pipe, stderr_channel));
+        .map(|pipe| read_chunks(pipe, Channel::Stderr));
     let wanted = |channel: Channel| match channel {
         Channel::Stdout => request.stdout,
         Channel::Stderr => request.stderr,
