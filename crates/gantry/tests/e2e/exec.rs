@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::attach::KubectlOnTerminal;
 use common::KUBECTL;
 use common::agent_node::AgentNode;
 
@@ -116,6 +117,28 @@ fn exec_with_a_terminal() {
     assert!(printed.contains("/dev/pts/"), "{printed}");
     assert!(printed.contains("done"), "{printed}");
     assert_eq!(out.status.code(), Some(5), "{printed}");
+}
+
+#[test]
+fn exec_terminal_takes_the_clients_size_and_resizes() {
+    let node = node_with_pod("sized", "sleep 3600");
+    // The size kubectl sends first may land just after the command starts: wait for it.
+    let script = "until [ \"$(stty size)\" != '0 0' ]; do usleep 100000; done; \
+        echo initial $(stty size); \
+        trap 'echo resized $(stty size); exit 7' WINCH; \
+        echo ready; while :; do usleep 100000; done";
+    let mut kubectl = KubectlOnTerminal::spawn(
+        &node.server,
+        &["exec", "-it", "sized", "--", "sh", "-c", script],
+        33,
+        101,
+    );
+    kubectl.expect("initial 33 101");
+    kubectl.expect("ready");
+    kubectl.resize(40, 120);
+    kubectl.expect("resized 40 120");
+    let status = kubectl.wait();
+    assert_eq!(status.code(), Some(7), "{}", kubectl.output());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod attach;
 mod containers;
 mod control_plane;
 mod dynamic_volumes;
