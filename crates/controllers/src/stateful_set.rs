@@ -125,22 +125,23 @@ impl Versions {
     /// The current and update revisions after syncing the set's history; the
     /// current one is the revision `status.currentRevision` names, if it still
     /// exists and holds a template.
-    fn new(revisions: Revisions, set: &StatefulSet, spec: &StatefulSetSpec) -> Versions {
+    fn new(synced: Revisions, set: &StatefulSet, spec: &StatefulSetSpec) -> Versions {
         let recorded = set
             .status
             .as_ref()
             .and_then(|status| status.current_revision.as_deref())
-            .and_then(|name| revisions.named(name))
+            .and_then(|name| synced.named(name))
             .and_then(|revision| Some((revision.name_any(), revisions::template_of(revision)?)));
         let (current_revision, current_template) =
-            recorded.unwrap_or_else(|| (revisions.update.name_any(), spec.template.clone()));
+            recorded.unwrap_or_else(|| (synced.update.name_any(), spec.template.clone()));
         Versions {
-            revisions,
+            revisions: synced,
             current_revision,
             current_template,
         }
     }
 
+    /// The name of the revision of the set's template as it is now.
     fn update_revision(&self) -> String {
         self.revisions.update.name_any()
     }
