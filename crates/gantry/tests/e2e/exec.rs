@@ -122,9 +122,10 @@ fn exec_with_a_terminal() {
 #[test]
 fn exec_terminal_takes_the_clients_size_and_resizes() {
     let node = node_with_pod("sized", "sleep 3600");
-    // The size kubectl sends first may land just after the command starts: wait for it.
-    let script = "until [ \"$(stty size)\" != '0 0' ]; do usleep 100000; done; \
-        echo initial $(stty size); \
+    // The size kubectl sends first may land just after the command starts: wait for
+    // it (before it, busybox's `stty size` fails on the 0x0 terminal).
+    let script = "until [ \"$(stty size 2>/dev/null)\" = '33 101' ]; do usleep 100000; done; \
+        echo initial-$((30+3)); \
         trap 'echo resized $(stty size); exit 7' WINCH; \
         echo ready; while :; do usleep 100000; done";
     let mut kubectl = KubectlOnTerminal::spawn(
@@ -133,7 +134,7 @@ fn exec_terminal_takes_the_clients_size_and_resizes() {
         33,
         101,
     );
-    kubectl.expect("initial 33 101");
+    kubectl.expect("initial-33");
     kubectl.expect("ready");
     kubectl.resize(40, 120);
     kubectl.expect("resized 40 120");
