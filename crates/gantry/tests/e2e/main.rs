@@ -18,6 +18,7 @@ mod multi_node;
 mod pod_network;
 mod pod_volumes;
 mod pods;
+mod port_forward;
 mod rbac;
 mod services;
 mod services_multi_node;
