@@ -169,3 +169,193 @@ fn resource_forbidden(name: &str, request: &ResourceAttributes) -> ApiError {
         retry_after_seconds: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An authorizer holding exactly the bootstrap policy.
+    fn bootstrapped() -> Authorizer {
+        let authorizer = Authorizer::default();
+        {
+            let mut index = authorizer.index.write().unwrap();
+            for (name, rules) in policy::cluster_roles() {
+                let role = json!({"metadata": {"name": name}, "rules": rules});
+                index.put(
+                    &format!("{RBAC_KEY_PREFIX}clusterroles/{name}"),
+                    role.to_string().as_bytes(),
+                );
+            }
+            for (name, subjects) in policy::cluster_role_bindings() {
+                let binding = json!({
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": subjects,
+                });
+                index.put(
+                    &format!("{RBAC_KEY_PREFIX}clusterrolebindings/{name}"),
+                    binding.to_string().as_bytes(),
+                );
+            }
+        }
+        authorizer
+    }
+
+    fn user(name: &str, groups: &[&str]) -> UserInfo {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        groups.push("system:authenticated".into());
+        UserInfo {
+            name: name.into(),
+            uid: None,
+            groups,
+        }
+    }
+
+    fn resource(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> Attributes {
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((r, s)) => (r, Some(s.to_string())),
+            None => (resource, None),
+        };
+        Attributes::Resource(ResourceAttributes {
+            verb: verb.into(),
+            api_group: group.into(),
+            resource: resource.into(),
+            subresource,
+            name: None,
+            namespace: namespace.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn every_component_identity_may_do_its_job() {
+        let authorizer = bootstrapped();
+        let node = user("system:node:n1", &["system:nodes"]);
+        let scheduler = user("system:kube-scheduler", &[]);
+        let controllers = user("system:kube-controller-manager", &[]);
+        let ns = Some("default");
+        let lease_ns = Some("kube-node-lease");
+        let needs = [
+            (&node, resource("create", "", "nodes", None)),
+            (&node, resource("patch", "", "nodes/status", None)),
+            (
+                &node,
+                resource("update", "coordination.k8s.io", "leases", lease_ns),
+            ),
+            (&node, resource("watch", "", "pods", None)),
+            (&node, resource("patch", "", "pods/status", ns)),
+            (&node, resource("delete", "", "pods", ns)),
+            (&node, resource("get", "", "secrets", ns)),
+            (
+                &node,
+                resource("list", "discovery.k8s.io", "endpointslices", None),
+            ),
+            (&node, resource("create", "", "events", ns)),
+            (&node, resource("get", "", "events", ns)),
+            (&scheduler, resource("get", "", "events", ns)),
+            (&node, resource("delete", "", "persistentvolumes", None)),
+            (&scheduler, resource("create", "", "pods/binding", ns)),
+            (
+                &scheduler,
+                resource("watch", "storage.k8s.io", "storageclasses", None),
+            ),
+            (
+                &scheduler,
+                resource("patch", "", "persistentvolumeclaims", ns),
+            ),
+            (
+                &scheduler,
+                resource(
+                    "update",
+                    "coordination.k8s.io",
+                    "leases",
+                    Some("kube-system"),
+                ),
+            ),
+            (&controllers, resource("create", "", "pods", ns)),
+            (
+                &controllers,
+                resource("patch", "apps", "deployments/status", ns),
+            ),
+            (
+                &controllers,
+                resource("delete", "apps", "controllerrevisions", ns),
+            ),
+            (&controllers, resource("update", "batch", "jobs/status", ns)),
+            (&controllers, resource("patch", "", "nodes/status", None)),
+            (
+                &controllers,
+                resource("create", "", "persistentvolumes", None),
+            ),
+            (&controllers, resource("delete", "", "configmaps", ns)),
+        ];
+        for (who, attributes) in &needs {
+            assert!(
+                authorizer.allows(who, attributes),
+                "{} {attributes:?}",
+                who.name
+            );
+        }
+        let discovery = Attributes::NonResource {
+            verb: "get".into(),
+            path: "/apis/apps/v1".into(),
+        };
+        assert!(authorizer.allows(&user("anyone", &[]), &discovery));
+    }
+
+    #[test]
+    fn components_may_not_open_streams_or_touch_rbac() {
+        let authorizer = bootstrapped();
+        let ns = Some("default");
+        for who in [
+            user("system:node:n1", &["system:nodes"]),
+            user("system:kube-scheduler", &[]),
+            user("system:kube-controller-manager", &[]),
+            user("jane", &[]),
+        ] {
+            assert!(!authorizer.allows(&who, &resource("create", "", "pods/exec", ns)));
+            assert!(!authorizer.allows(
+                &who,
+                &resource(
+                    "create",
+                    "rbac.authorization.k8s.io",
+                    "clusterrolebindings",
+                    None
+                )
+            ));
+        }
+        let admin = user("admin", &[MASTERS_GROUP]);
+        assert!(authorizer.allows(&admin, &resource("create", "", "pods/exec", ns)));
+    }
+
+    #[test]
+    fn denials_read_as_upstream_writes_them() {
+        let jane = user("jane", &[]);
+        let named = Attributes::Resource(ResourceAttributes {
+            verb: "get".into(),
+            api_group: "apps".into(),
+            resource: "deployments".into(),
+            subresource: Some("scale".into()),
+            name: Some("web".into()),
+            namespace: Some("shop".into()),
+        });
+        let error = forbidden(&jane, &named);
+        assert_eq!(error.code(), 403);
+        assert_eq!(
+            error.message,
+            "deployments.apps \"web\" is forbidden: User \"jane\" cannot get resource \"deployments/scale\" in API group \"apps\" in the namespace \"shop\""
+        );
+        assert_eq!(
+            forbidden(&jane, &resource("list", "", "nodes", None)).message,
+            "nodes is forbidden: User \"jane\" cannot list resource \"nodes\" in API group \"\" at the cluster scope"
+        );
+        let path = Attributes::NonResource {
+            verb: "get".into(),
+            path: "/metrics".into(),
+        };
+        assert_eq!(
+            forbidden(&jane, &path).message,
+            "forbidden: User \"jane\" cannot get path \"/metrics\""
+        );
+    }
+}

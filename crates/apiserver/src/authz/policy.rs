@@ -30,6 +30,8 @@ pub const MASTERS_GROUP: &str = "system:masters";
 const AUTOUPDATE_ANNOTATION: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
 const READ: &[&str] = &["get", "list", "watch"];
+/// Recording Events: Gantry's recorder reads an Event back to count a repeat into it.
+const EVENT_VERBS: &[&str] = &["create", "get", "patch", "update"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const ALL_VERBS: &[&str] = &[
     "create",
@@ -201,11 +203,7 @@ fn node_rules() -> Vec<Value> {
             &["nodes"],
         ),
         rule(&["patch", "update"], &[""], &["nodes/status"]),
-        rule(
-            &["create", "patch", "update"],
-            &["", "events.k8s.io"],
-            &["events"],
-        ),
+        rule(EVENT_VERBS, &["", "events.k8s.io"], &["events"]),
         rule(
             &[
                 "create", "delete", "get", "list", "patch", "update", "watch",
@@ -225,6 +223,8 @@ fn node_rules() -> Vec<Value> {
                 "persistentvolumes",
             ],
         ),
+        // Gantry's agent reclaims the released local-path volumes on its node.
+        rule(&["delete"], &[""], &["persistentvolumes"]),
         rule(
             &["get", "patch", "update"],
             &[""],
@@ -262,11 +262,7 @@ fn node_proxier_rules() -> Vec<Value> {
             &["endpoints", "services", "pods"],
         ),
         rule(READ, &[""], &["nodes"]),
-        rule(
-            &["create", "patch", "update"],
-            &["", "events.k8s.io"],
-            &["events"],
-        ),
+        rule(EVENT_VERBS, &["", "events.k8s.io"], &["events"]),
         rule(
             &["list", "watch"],
             &["discovery.k8s.io"],
@@ -277,11 +273,7 @@ fn node_proxier_rules() -> Vec<Value> {
 
 fn scheduler_rules() -> Vec<Value> {
     vec![
-        rule(
-            &["create", "patch", "update"],
-            &["", "events.k8s.io"],
-            &["events"],
-        ),
+        rule(EVENT_VERBS, &["", "events.k8s.io"], &["events"]),
         rule(
             &["create", "get", "list", "patch", "update", "watch"],
             &["coordination.k8s.io"],
