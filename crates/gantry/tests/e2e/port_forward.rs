@@ -83,7 +83,8 @@ impl PortForward {
         let mut child = Command::new(KUBECTL)
             .arg("--kubeconfig")
             .arg(server.kubeconfig())
-            .args(["port-forward", "--address", "127.0.0.1"])
+            // -v=6 logs each request's verb, URL and status: which transport was used.
+            .args(["port-forward", "-v=6", "--address", "127.0.0.1"])
             .arg(format!("pod/{pod}"))
             .arg(format!(":{remote}"))
             .env(
@@ -144,6 +145,15 @@ impl PortForward {
             .set_read_timeout(Some(FETCH_TIMEOUT))
             .expect("read timeout");
         stream
+    }
+
+    /// Whether kubectl upgraded `/portforward` with `verb` (GET: WebSocket, POST: SPDY).
+    fn upgraded_with(&self, verb: &str) -> bool {
+        self.stderr().lines().any(|line| {
+            line.contains(&format!("verb=\"{verb}\""))
+                && line.contains("/pods/web/portforward")
+                && line.contains("101 Switching Protocols")
+        })
     }
 
     /// Whether kubectl exits within `timeout`.
@@ -222,8 +232,10 @@ fn port_forward_reaches_the_pods_localhost_over_websocket_and_spdy() {
     let node = node_with_web_pod();
     let tunnelled = PortForward::start(&node.server, "web", 80, true);
     exercise(&tunnelled);
+    assert!(tunnelled.upgraded_with("GET"), "{}", tunnelled.stderr());
     let plain = PortForward::start(&node.server, "web", 80, false);
     exercise(&plain);
+    assert!(plain.upgraded_with("POST"), "{}", plain.stderr());
     // Both sessions stay usable side by side.
     assert_eq!(fetch(&tunnelled, "/file.txt").1, FILE_CONTENT.as_bytes());
 }
