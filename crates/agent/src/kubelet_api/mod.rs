@@ -1,5 +1,5 @@
 //! The kubelet API (port 10250): what the API server calls for `kubectl logs`,
-//! `exec`, `attach` and `cp`.
+//! `exec`, `attach`, `cp` and `port-forward`.
 //!
 //! It serves HTTPS with a self-signed certificate (the API server does not verify
 //! kubelets by default) and requires a client certificate from the cluster CA whose
