@@ -33,6 +33,9 @@ use super::{KUBECTL, run_kubectl, succeeded, wait_for};
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a started server gets to listen, and a node to become Ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a removed container's cgroup gets to empty before its pod's cgroup
+/// is removed.
+const CGROUP_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The API server's port inside a host (each host has its own port space).
 pub const API_PORT: u16 = 6443;
 
@@ -543,7 +546,13 @@ fn remove_container_cgroups(paths: &[String]) {
     for path in paths {
         let relative = Path::new(path.trim_start_matches('/'));
         for hierarchy in &hierarchies {
-            let _ = std::fs::remove_dir(hierarchy.join(relative));
+            // A killed container's monitor may still be reaping it: its cgroup
+            // can only go once the last process has left.
+            let container = hierarchy.join(relative);
+            wait_for(CGROUP_RELEASE_TIMEOUT, || {
+                let _ = std::fs::remove_dir(&container);
+                !container.exists()
+            });
             let pod = relative.parent().filter(|parent| {
                 parent.starts_with("kubepods")
                     && parent
