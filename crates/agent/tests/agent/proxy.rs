@@ -512,6 +512,8 @@ async fn an_update_rewrites_only_the_changed_service_and_a_restart_removes_stale
     let beta_chains = |table: &str| -> String {
         table
             .split("\n\tchain ")
+            // Each piece after the first starts with its chain's name.
+            .skip(1)
             .filter(|chain| chain.contains("default/beta/"))
             .collect::<Vec<_>>()
             .join("\n")
@@ -1003,7 +1005,7 @@ async fn load_balancer_ingress_drops_gone_nodes_and_former_load_balancers() {
     wait_for_ingress(vec![NODE_IP.to_string()]).await;
 
     // No longer a LoadBalancer: no ingress at all.
-    let patch = serde_json::json!({"spec": {"type": "ClusterIP",
+    let patch = serde_json::json!({"spec": {"type": "ClusterIP", "externalTrafficPolicy": null,
         "ports": [{"name": "http", "port": 80, "targetPort": POD_PORT}]}});
     services
         .patch(
