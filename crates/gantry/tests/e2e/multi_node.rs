@@ -9,43 +9,13 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::hosts::{ClusterHost, JoinedHost, Lan, NetnsHost};
+use common::services::{Placement, web_deployment};
 use common::wait_for;
-use common::web::{SERVE_HOSTNAME, WEB_PORT, fetched, pods_of, run_fetcher};
+use common::web::{WEB_PORT, fetched, pods_of, run_fetcher};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const AGENT_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 3)];
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Three web pods that may not share a node.
-fn spread_web_deployment() -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 3
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-          - labelSelector:
-              matchLabels: {{app: web}}
-            topologyKey: kubernetes.io/hostname
-      containers:
-      - name: web
-        image: busybox:test
-        imagePullPolicy: Never
-        command: ["sh", "-c", {SERVE_HOSTNAME:?}]
-"#
-    )
-}
 
 /// `podCIDR via nodeIP` routes in `host`'s main table, as `ip route` prints them.
 fn pod_routes(host: &NetnsHost) -> Vec<String> {
@@ -116,7 +86,7 @@ fn pods_on_three_nodes_reach_each_other_over_host_gw_routes() {
         assert_routes(host, others);
     }
 
-    server.apply(&spread_web_deployment());
+    server.apply(&web_deployment(Placement::OnePerNode));
     server.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
     let pods = pods_of(&server, "web");
     let mut placed: Vec<&str> = pods.iter().map(|(_, _, node)| node.as_str()).collect();

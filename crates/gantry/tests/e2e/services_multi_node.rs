@@ -50,6 +50,15 @@ fn services_work_from_a_joined_node() {
         .map(|&ip| JoinedHost::join(lan.host(ip), ip, &server))
         .collect();
     let outside = lan.host(OUTSIDE_IP);
+    // Like real machines, the nodes have a default route: without any route to
+    // a VIP, a pod's packets to a Service with no endpoints would be refused by
+    // routing (network unreachable) before the proxy's reject rule sees them.
+    for host in [server.host()]
+        .into_iter()
+        .chain(agents.iter().map(JoinedHost::host))
+    {
+        host.ip(&["route", "add", "default", "via", "10.200.0.254"]);
+    }
     let client_node = &agents[1];
 
     start_web_service(
