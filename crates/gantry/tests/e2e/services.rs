@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::hosts::{ClusterHost, Lan};
 use common::services::{
-    ClientPod, Placement, cluster_ip, expose_node_port, headless_web_service, start_web_service,
-    wait_ready_addresses,
+    ClientPod, Placement, assert_headless_and_external_name, assert_refused_without_endpoints,
+    assert_unready_leaves_rotation, cluster_ip, expose_node_port, start_web_service,
 };
 use common::wait_for;
 use common::web::pods_of;
@@ -59,27 +59,13 @@ fn services_balance_resolve_follow_readiness_and_reject_without_endpoints() {
     );
 
     // A headless Service resolves to every ready pod; an ExternalName to its target.
-    cluster.apply(&headless_web_service("web-headless"));
     let pod_ips: Vec<&str> = pods.iter().map(|(_, ip, _)| ip.as_str()).collect();
-    client.assert_resolves_to("web-headless.default.svc.cluster.local", &pod_ips);
-    cluster.ok(&[
-        "create",
-        "service",
-        "externalname",
-        "alias",
-        "--external-name",
-        "web.default.svc.cluster.local",
-    ]);
-    client.assert_resolves_to("alias.default.svc.cluster.local", &[&vip]);
+    assert_headless_and_external_name(&cluster, &client, &pod_ips, &vip);
 
     // A pod that fails its readiness probe leaves the rotation.
     let (dropped, _, _) = &pods[0];
-    cluster.ok(&["exec", dropped, "--", "rm", "/www/index.html"]);
-    wait_ready_addresses(&cluster, "web", 2);
-    client.assert_never_served_by("http://web/", dropped, 15);
+    assert_unready_leaves_rotation(&cluster, &client, dropped);
 
     // Without endpoints a request is refused at once rather than left to time out.
-    cluster.ok(&["scale", "deployment", "web", "--replicas=0"]);
-    wait_ready_addresses(&cluster, "web", 0);
-    client.assert_refused(&vip_url);
+    assert_refused_without_endpoints(&cluster, &client, &vip_url);
 }

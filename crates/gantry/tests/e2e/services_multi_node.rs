@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::hosts::{ClusterHost, JoinedHost, Lan, NetnsHost};
 use common::services::{
-    ClientPod, Placement, cluster_ip, expose_node_port, headless_web_service, start_web_service,
-    wait_ready_addresses,
+    ClientPod, Placement, assert_headless_and_external_name, assert_refused_without_endpoints,
+    assert_unready_leaves_rotation, cluster_ip, expose_node_port, start_web_service,
 };
 use common::wait_for;
 use common::web::pods_of;
@@ -93,18 +93,8 @@ fn services_work_from_a_joined_node() {
     }
 
     // Headless and ExternalName names resolve on the joined node's DNS.
-    server.apply(&headless_web_service("web-headless"));
     let pod_ips: Vec<&str> = pods.iter().map(|(_, ip, _)| ip.as_str()).collect();
-    client.assert_resolves_to("web-headless.default.svc.cluster.local", &pod_ips);
-    server.ok(&[
-        "create",
-        "service",
-        "externalname",
-        "alias",
-        "--external-name",
-        "web.default.svc.cluster.local",
-    ]);
-    client.assert_resolves_to("alias.default.svc.cluster.local", &[&vip]);
+    assert_headless_and_external_name(&server, &client, &pod_ips, &vip);
 
     // A backend on another node that fails its readiness probe leaves the
     // rotation on the client's node too.
@@ -112,12 +102,8 @@ fn services_work_from_a_joined_node() {
         .iter()
         .find(|(_, _, node)| node != client_node.node_name())
         .expect("a backend on another node");
-    server.ok(&["exec", dropped, "--", "rm", "/www/index.html"]);
-    wait_ready_addresses(&server, "web", 2);
-    client.assert_never_served_by("http://web/", dropped, 15);
+    assert_unready_leaves_rotation(&server, &client, dropped);
 
     // Without endpoints the joined node refuses at once.
-    server.ok(&["scale", "deployment", "web", "--replicas=0"]);
-    wait_ready_addresses(&server, "web", 0);
-    client.assert_refused(&vip_url);
+    assert_refused_without_endpoints(&server, &client, &vip_url);
 }

@@ -210,6 +210,44 @@ pub fn expose_node_port(cluster: &ClusterHost, name: &str) -> String {
     node_port(cluster, name)
 }
 
+/// Creates headless Service `web-headless` and ExternalName Service `alias`
+/// (to `web`'s name) and checks from `client` that the first resolves to every
+/// one of `pod_ips` and the second, through its CNAME, to `vip`.
+pub fn assert_headless_and_external_name(
+    cluster: &ClusterHost,
+    client: &ClientPod,
+    pod_ips: &[&str],
+    vip: &str,
+) {
+    cluster.apply(&headless_web_service("web-headless"));
+    client.assert_resolves_to("web-headless.default.svc.cluster.local", pod_ips);
+    cluster.ok(&[
+        "create",
+        "service",
+        "externalname",
+        "alias",
+        "--external-name",
+        "web.default.svc.cluster.local",
+    ]);
+    client.assert_resolves_to("alias.default.svc.cluster.local", &[vip]);
+}
+
+/// Makes web pod `dropped` fail its readiness probe, waits until Service `web`
+/// lists 2 ready addresses, and checks that `client` is only served by the others.
+pub fn assert_unready_leaves_rotation(cluster: &ClusterHost, client: &ClientPod, dropped: &str) {
+    cluster.ok(&["exec", dropped, "--", "rm", "/www/index.html"]);
+    wait_ready_addresses(cluster, "web", 2);
+    client.assert_never_served_by("http://web/", dropped, 15);
+}
+
+/// Scales `web` to nothing and checks that `client`'s request to `url` is
+/// refused at once rather than left to time out.
+pub fn assert_refused_without_endpoints(cluster: &ClusterHost, client: &ClientPod, url: &str) {
+    cluster.ok(&["scale", "deployment", "web", "--replicas=0"]);
+    wait_ready_addresses(cluster, "web", 0);
+    client.assert_refused(url);
+}
+
 /// The ClusterIP of `service`.
 pub fn cluster_ip(cluster: &ClusterHost, service: &str) -> String {
     cluster.ok(&[
