@@ -40,13 +40,20 @@ pub struct EventRecorder {
     client: kube::Client,
     component: String,
     host: Option<String>,
-    recent: Arc<std::sync::Mutex<HashMap<EventKey, Arc<Mutex<Option<Recorded>>>>>>,
+    recent: Arc<std::sync::Mutex<HashMap<EventKey, RecordedSlot>>>,
 }
+
+/// How many distinct Events a recorder remembers for counting repeats; upstream's
+/// correlator keeps an LRU of the same size. Past it the memory is dropped, so a
+/// long-running agent does not grow without bound (a repeat then starts a new Event).
+const REMEMBERED_EVENTS: usize = 4096;
 
 /// (involved object's UID, reason, message): what makes two Events repeats.
 type EventKey = (String, String, String);
 /// The Event recorded for a key (its name) and its count so far.
 type Recorded = (String, i32);
+/// One key's recorded Event; repeats of that Event queue on its lock.
+type RecordedSlot = Arc<Mutex<Option<Recorded>>>;
 
 impl EventRecorder {
     /// A recorder for `component` (e.g. `default-scheduler`, `replicaset-controller`),
@@ -74,6 +81,18 @@ impl EventRecorder {
         }
     }
 
+    /// The slot of `key`, created on first use.
+    fn slot(&self, key: EventKey) -> RecordedSlot {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() >= REMEMBERED_EVENTS && !recent.contains_key(&key) {
+            recent.clear();
+        }
+        recent.entry(key).or_default().clone()
+    }
+
     async fn try_record(
         &self,
         object: &ObjectReference,
@@ -91,26 +110,20 @@ impl EventRecorder {
         let now = Time(Timestamp::now());
         // Only repeats of one Event wait for each other (to bump one count); the
         // requests of different Events run concurrently.
-        let slot = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .clone();
+        let slot = self.slot(key);
         let mut recorded = slot.lock().await;
-        if let Some((name, count)) = recorded.clone() {
-            if let Some(mut existing) = events.get_opt(&name).await? {
-                existing.count = Some(count + 1);
-                existing.last_timestamp = Some(now.clone());
-                if events
-                    .replace(&name, &PostParams::default(), &existing)
-                    .await
-                    .is_ok()
-                {
-                    *recorded = Some((name, count + 1));
-                    return Ok(());
-                }
+        if let Some((name, count)) = recorded.clone()
+            && let Some(mut existing) = events.get_opt(&name).await?
+        {
+            existing.count = Some(count + 1);
+            existing.last_timestamp = Some(now.clone());
+            if events
+                .replace(&name, &PostParams::default(), &existing)
+                .await
+                .is_ok()
+            {
+                *recorded = Some((name, count + 1));
+                return Ok(());
             }
         }
         let event = Event {
