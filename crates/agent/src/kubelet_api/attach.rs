@@ -80,7 +80,9 @@ async fn attach_session(
     let output = monitor_frames(from_monitor)
         .filter_map(move |frame| std::future::ready(route.message(frame)));
     let (stdin, typed) = if request.stdin {
-        let (typed, stdin) = tokio::io::simplex(STDIN_BUFFER);
+        // A duplex, not a simplex: its reader sees EOF when the writer is dropped, so a
+        // client that leaves without closing stdin still ends the input forwarding.
+        let (typed, stdin) = tokio::io::duplex(STDIN_BUFFER);
         (
             Some(Box::new(stdin) as Box<dyn AsyncWrite + Send + Unpin>),
             Some(typed),
@@ -289,7 +291,7 @@ mod tests {
     #[tokio::test]
     async fn input_reaches_the_monitor_as_frames_ending_with_close_stdin() {
         let (mut monitor, agent) = tokio::io::duplex(1024);
-        let (typed, mut stdin) = tokio::io::simplex(64);
+        let (typed, mut stdin) = tokio::io::duplex(64);
         let (resize, sizes) = mpsc::channel(RESIZE_QUEUE);
         let forwarding = tokio::spawn(async move {
             let mut agent = agent;
